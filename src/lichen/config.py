@@ -1,0 +1,114 @@
+"""Settings, declared once.
+
+Every field has a description; the same declaration feeds environment variables
+(``LICHEN_`` prefix), the optional TOML config file and the CLI's ``--help``.
+Precedence, highest first: explicit CLI flags, environment, config file, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_PORT = 8470
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lichen"
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("LICHEN_CONFIG")
+    if explicit:
+        return Path(explicit)
+    data_dir = os.environ.get("LICHEN_DATA_DIR")
+    candidate = (Path(data_dir) if data_dir else default_data_dir()) / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+class Settings(BaseSettings):
+    """All Lichen settings. Each role reads the fields it needs."""
+
+    model_config = SettingsConfigDict(env_prefix="LICHEN_", extra="ignore", validate_default=True)
+
+    # common
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Directory for keys, models, database and config (mode 0700).",
+    )
+    log_level: str = Field(default="INFO", description="Logging level (DEBUG, INFO, WARNING).")
+
+    # gateway
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="HTTP port.")
+    max_request_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest accepted request body, in bytes (413)."
+    )
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="Deadline for one inference request, in seconds."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL; defaults to SQLite (WAL) under the data dir.",
+    )
+
+    # node
+    model: str = Field(
+        default=DEFAULT_MODEL, description="Model to serve: catalog name, GGUF path or URL."
+    )
+    threads: int = Field(default=0, ge=0, description="Generation threads (0 = all cores).")
+    batch_threads: int = Field(
+        default=0, ge=0, description="Prompt-processing threads (0 = same as threads)."
+    )
+    parallel: int = Field(
+        default=8, ge=1, le=64, description="Parallel slots (continuous batching) per model."
+    )
+    ctx_size: int = Field(
+        default=8192, ge=256, description="Total context size shared by all slots, in tokens."
+    )
+    node_name: str | None = Field(default=None, description="Human-readable node name.")
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def resolved_threads(self) -> tuple[int, int]:
+        """(generation threads, batch threads) with 0 meaning 'all cores'."""
+        threads = self.threads or (os.cpu_count() or 1)
+        return threads, self.batch_threads or threads
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'lichen.db'}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env and config file, with CLI overrides (None means 'not given')."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
