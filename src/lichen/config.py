@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         default=8, ge=1, le=64, description="Parallel slots (continuous batching) per model."
     )
     ctx_size: int = Field(
-        default=8192, ge=256, description="Total context size shared by all slots, in tokens."
+        default=16384, ge=256, description="Total context size shared by all slots, in tokens."
     )
     node_name: str | None = Field(default=None, description="Human-readable node name.")
 

@@ -1,0 +1,73 @@
+"""``lichen up``: a whole network on this machine in one command."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from lichen.cli.models import RichProgress
+from lichen.config import load_settings
+from lichen.errors import LichenError
+from lichen.logs import setup_logging
+from lichen.up import Ready, run_up
+
+
+def up_command(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 8470).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (default ~/.local/share/lichen).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model: catalog name, GGUF path or URL.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Generation threads (0 = all).")] = None,
+    batch_threads: Annotated[
+        int | None, typer.Option(help="Prompt-processing threads (0 = same as --threads).")
+    ] = None,
+    parallel: Annotated[int | None, typer.Option(help="Parallel slots per model.")] = None,
+    ctx_size: Annotated[int | None, typer.Option(help="Total context tokens.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO or WARNING.")] = None,
+) -> None:
+    """Run tracker + gateway + one node serving the default model, in one process."""
+    console = Console(stderr=True)
+    try:
+        settings = load_settings(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            model=model,
+            threads=threads,
+            batch_threads=batch_threads,
+            parallel=parallel,
+            ctx_size=ctx_size,
+            log_level=log_level,
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] invalid setting: {exc}")
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level)
+
+    def ready(info: Ready) -> None:
+        console.print(
+            f"[bold green]Lichen is up[/bold green] at {info.url}  "
+            f"(model [bold]{info.model}[/bold], node {info.peer_id})\n"
+            f"  OpenAI API: {info.url}/v1   web UI: {info.url}/\n"
+            "  Ctrl-C to stop.",
+            highlight=False,
+        )
+
+    try:
+        asyncio.run(run_up(settings, progress=RichProgress(console), on_ready=ready))
+    except LichenError as error:
+        console.print(f"[red]error:[/red] {error.message}")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        console.print(
+            f"[red]error:[/red] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        )
+        raise typer.Exit(1) from None

@@ -1,0 +1,66 @@
+"""The engine protocol: what a node needs from anything that generates text.
+
+An engine turns a typed :class:`GenerationRequest` into an async stream of
+:class:`Delta` events ending in exactly one :class:`Finish`. Closing the stream
+early (``aclose``) cancels the generation. Engines raise :class:`LichenError`
+for bad requests, never return an error as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from lichen.wire.messages import GenerationRequest, ModelInfo, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A piece of generated text."""
+
+    text: str
+    tokens: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The end of a generation; always the last event."""
+
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    usage: Usage
+
+
+EngineEvent = Delta | Finish
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """A snapshot of how busy an engine is (for heartbeats)."""
+
+    free_slots: int
+    queue_depth: int
+    tokens_per_s: float
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Something a node can run jobs on."""
+
+    kind: str  # "llamacpp" | "openai" | ...
+
+    def models(self) -> list[ModelInfo]:
+        """The models this engine serves right now."""
+        ...
+
+    def load(self) -> EngineLoad:
+        """Current load, cheap to call."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[EngineEvent, None]:
+        """Stream the answer to ``request``; ``aclose()`` cancels it."""
+        ...
+
+    async def close(self) -> None:
+        """Release the engine's resources."""
+        ...

@@ -1,0 +1,235 @@
+"""The ``llamacpp`` engine: llama.cpp in-process through the prebuilt ``xllamacpp`` wheel.
+
+Each model gets one ``xllamacpp.Server`` with ``parallel`` slots (continuous
+batching). ``Server.handle_*`` blocks its calling thread and invokes a callback
+per chunk, so each generation runs on a worker thread and hands chunks to the
+event loop with ``call_soon_threadsafe``. Returning ``True`` from the callback
+stops the generation, which is how ``aclose()`` cancels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lichen.engines.base import Delta, EngineEvent, EngineLoad, Finish
+from lichen.errors import ErrorCode, LichenError
+from lichen.wire.messages import GenerationRequest, ModelInfo, Usage
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class LlamaModelConfig:
+    """One GGUF model to load."""
+
+    name: str
+    path: Path
+    sha256: str
+    parallel: int = 8
+    ctx_size: int = 8192
+    threads: int = 2
+    batch_threads: int = 2
+
+
+class _Loaded:
+    def __init__(self, config: LlamaModelConfig, server: Any) -> None:
+        self.config = config
+        self.server = server
+        self.active = 0
+
+
+def _load_server(config: LlamaModelConfig) -> Any:
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(config.path)
+    params.n_parallel = config.parallel
+    params.n_ctx = config.ctx_size
+    params.cpuparams.n_threads = config.threads
+    params.cpuparams_batch.n_threads = config.batch_threads
+    params.warmup = False
+    params.verbosity = -1  # llama.cpp's own log could echo request details
+    # The wheel also opens an HTTP listener on loopback; lock it with a random key
+    # nobody knows so that only this process can use the engine.
+    params.api_keys = [secrets.token_hex(32)]
+    return xllamacpp.Server(params)
+
+
+def engine_request(request: GenerationRequest) -> dict[str, Any]:
+    """Translate a wire request into llama.cpp's OpenAI-style JSON."""
+    p = request.params
+    body: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+    if request.kind == "chat":
+        messages: list[dict[str, Any]] = [
+            {"role": m.role, "content": m.content} | ({"name": m.name} if m.name else {})
+            for m in request.messages
+        ]
+        if request.continuation:
+            # llama.cpp continues a trailing assistant message (prefill).
+            messages.append({"role": "assistant", "content": request.continuation})
+        body["messages"] = messages
+    else:
+        body["prompt"] = request.prompt + request.continuation
+    for key in ("max_tokens", "temperature", "top_p", "seed", "presence_penalty"):
+        value = getattr(p, key)
+        if value is not None:
+            body[key] = value
+    if p.frequency_penalty is not None:
+        body["frequency_penalty"] = p.frequency_penalty
+    if p.stop:
+        body["stop"] = list(p.stop)
+    if p.response_format:
+        body["response_format"] = json.loads(p.response_format)
+    return body
+
+
+def _engine_error(payload: dict[str, Any]) -> LichenError:
+    err = payload.get("error") or {}
+    message = str(err.get("message") or "engine error")
+    if err.get("type") == "exceed_context_size_error":
+        return LichenError(ErrorCode.CONTEXT_LENGTH_EXCEEDED, message, param="messages")
+    if err.get("code") == 400 or err.get("type") == "invalid_request_error":
+        return LichenError(ErrorCode.INVALID_REQUEST, message)
+    return LichenError(ErrorCode.ENGINE_ERROR, message)
+
+
+class LlamaCppEngine:
+    """Serves GGUF models with llama.cpp, several generations at once."""
+
+    kind = "llamacpp"
+
+    def __init__(self, loaded: dict[str, _Loaded], *, max_workers: int = 64) -> None:
+        self._models = loaded
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="llamacpp")
+        self._tokens_per_s = 0.0
+
+    @classmethod
+    async def start(cls, configs: list[LlamaModelConfig]) -> LlamaCppEngine:
+        loaded: dict[str, _Loaded] = {}
+        for config in configs:
+            started = time.perf_counter()
+            server = await asyncio.to_thread(_load_server, config)
+            loaded[config.name] = _Loaded(config, server)
+            log.info(
+                "loaded model %s (%d slots, ctx %d, threads %d/%d) in %.2fs",
+                config.name,
+                config.parallel,
+                config.ctx_size,
+                config.threads,
+                config.batch_threads,
+                time.perf_counter() - started,
+            )
+        return cls(loaded)
+
+    def models(self) -> list[ModelInfo]:
+        return [
+            ModelInfo(
+                name=name,
+                sha256=m.config.sha256,
+                engine=self.kind,
+                context=m.config.ctx_size // m.config.parallel,
+                slots=m.config.parallel,
+            )
+            for name, m in self._models.items()
+        ]
+
+    def load(self) -> EngineLoad:
+        free = sum(max(0, m.config.parallel - m.active) for m in self._models.values())
+        queued = sum(max(0, m.active - m.config.parallel) for m in self._models.values())
+        return EngineLoad(free_slots=free, queue_depth=queued, tokens_per_s=self._tokens_per_s)
+
+    def _model(self, name: str) -> _Loaded:
+        model = self._models.get(name)
+        if model is None:
+            raise LichenError(ErrorCode.MODEL_NOT_FOUND, f"model {name!r} is not served here")
+        return model
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[EngineEvent, None]:
+        model = self._model(request.model)
+        body = engine_request(request)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def on_chunk(chunk: Any) -> bool:
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            return stop.is_set()
+
+        def run() -> None:
+            handler = (
+                model.server.handle_chat_completions
+                if request.kind == "chat"
+                else model.server.handle_completions
+            )
+            try:
+                handler(body, on_chunk)
+            except ValueError as exc:  # llama.cpp's request validation
+                loop.call_soon_threadsafe(
+                    queue.put_nowait, LichenError(ErrorCode.INVALID_REQUEST, str(exc))
+                )
+            except Exception as exc:
+                loop.call_soon_threadsafe(
+                    queue.put_nowait, LichenError(ErrorCode.ENGINE_ERROR, type(exc).__name__)
+                )
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        model.active += 1
+        future = loop.run_in_executor(self._pool, run)
+        finish_reason = "stop"
+        usage: Usage | None = None
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, LichenError):
+                    raise item
+                if "error" in item:
+                    raise _engine_error(item)
+                if item.get("usage"):
+                    u = item["usage"]
+                    usage = Usage(int(u["prompt_tokens"]), int(u["completion_tokens"]))
+                    self._note_speed(item.get("timings"))
+                for choice in item.get("choices") or ():
+                    text = choice.get("text")
+                    if text is None:
+                        text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        yield Delta(text)
+                    if choice.get("finish_reason"):
+                        finish_reason = str(choice["finish_reason"])
+            yield Finish(finish_reason, usage or Usage(0, 0))
+        finally:
+            stop.set()
+            model.active -= 1
+            if not future.done():
+                # Drain without blocking the caller; the worker exits at the next token.
+                future.add_done_callback(lambda _f: None)
+
+    def _note_speed(self, timings: Any) -> None:
+        if isinstance(timings, dict):
+            speed = float(timings.get("predicted_per_second") or 0.0)
+            if speed > 0:
+                self._tokens_per_s = (
+                    speed if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * speed
+                )
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        servers = [m.server for m in self._models.values()]
+        self._models.clear()
+        # Dropping the last reference stops llama.cpp's loop; do it off the event loop.
+        await asyncio.to_thread(servers.clear)

@@ -1,0 +1,71 @@
+"""The gateway's ASGI app: OpenAI-compatible API, health, and the web UI mount point.
+
+``create_app`` only wires routes to services handed in; it builds nothing itself,
+so tests can drive it in-process with any registry and router.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from lichen import __version__
+from lichen.errors import ErrorCode, LichenError
+from lichen.gateway.completions import CompletionService
+from lichen.gateway.errors import install_error_handlers
+from lichen.tracker.registry import Registry
+
+
+@dataclass
+class GatewayDeps:
+    registry: Registry
+    completions: CompletionService
+    started: float = 0.0
+
+
+def _model_card(name: str, nodes: int, created: int) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "lichen", "nodes": nodes}
+
+
+def create_app(deps: GatewayDeps) -> FastAPI:
+    app = FastAPI(title="Lichen gateway", version=__version__, docs_url="/docs", redoc_url=None)
+    install_error_handlers(app)
+    created = int(deps.started or time.time())
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        counts = deps.registry.model_counts()
+        ready = bool(counts)
+        return JSONResponse(
+            {
+                "status": "ok" if ready else "no_capacity",
+                "version": __version__,
+                "nodes": len(deps.registry),
+                "models": counts,
+            },
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/v1/models")
+    async def list_models() -> JSONResponse:
+        counts = deps.registry.model_counts()
+        data = [_model_card(name, n, created) for name, n in sorted(counts.items())]
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str) -> JSONResponse:
+        counts = deps.registry.model_counts()
+        if model_id not in counts:
+            raise LichenError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"The model `{model_id}` does not exist or no node serves it",
+                param="model",
+            )
+        return JSONResponse(_model_card(model_id, counts[model_id], created))
+
+    app.add_api_route("/v1/chat/completions", deps.completions.chat, methods=["POST"])
+    app.add_api_route("/v1/completions", deps.completions.completions, methods=["POST"])
+    return app

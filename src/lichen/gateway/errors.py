@@ -1,0 +1,72 @@
+"""Errors in exactly OpenAI's shape, with the right HTTP status, for every route."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lichen.errors import ErrorCode, LichenError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: LichenError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.openai_body(), status_code=error.http_status, headers=headers)
+
+
+def from_validation(exc: ValidationError | RequestValidationError) -> LichenError:
+    """The first problem pydantic found, named by its parameter path."""
+    errors = exc.errors()
+    if not errors:
+        return LichenError(ErrorCode.INVALID_REQUEST, "invalid request")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return LichenError(
+            ErrorCode.INVALID_JSON, "We could not parse the JSON body of your request."
+        )
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    message = str(first.get("msg", "invalid value"))
+    if first.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'."
+    elif param:
+        message = f"Invalid value for '{param}': {message}"
+    return LichenError(ErrorCode.INVALID_REQUEST, message, param=param)
+
+
+_STATUS_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.INVALID_REQUEST,
+    413: ErrorCode.REQUEST_TOO_LARGE,
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_lichen(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, LichenError)
+        return error_response(exc)
+
+    async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ValidationError | RequestValidationError)
+        return error_response(from_validation(exc))
+
+    async def on_http(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
+        error = LichenError(code, str(exc.detail))
+        return JSONResponse(error.openai_body(), status_code=exc.status_code)
+
+    async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled %s in a request handler", type(exc).__name__)
+        return error_response(LichenError(ErrorCode.INTERNAL, "internal server error"))
+
+    app.add_exception_handler(LichenError, on_lichen)
+    app.add_exception_handler(ValidationError, on_validation)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,1 @@
+"""node: the agent that serves engines to trackers."""

@@ -1,0 +1,223 @@
+"""The node agent: dials out to a tracker, authenticates, serves jobs, reconnects.
+
+Nodes behind NAT need no open port: the node opens the WebSocket. Incoming
+frames are dispatched by message type to small handlers; the job work lives in
+:class:`~lichen.node.jobs.JobRunner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from lichen.engines.base import Engine
+from lichen.errors import ErrorCode, LichenError
+from lichen.identity.store import Identity
+from lichen.node.jobs import JobRunner
+from lichen.transport.handshake import client_handshake
+from lichen.transport.link import ClientLink, Link, LinkClosed
+from lichen.wire.codec import MAX_FRAME_BYTES
+from lichen.wire.manifest import sign_manifest
+from lichen.wire.messages import (
+    Error,
+    Heartbeat,
+    JobCancel,
+    JobCredit,
+    JobError,
+    JobStart,
+    Probe,
+)
+
+log = logging.getLogger(__name__)
+
+# Identity problems will not fix themselves by retrying.
+FATAL_CODES = {
+    ErrorCode.IDENTITY_REVOKED,
+    ErrorCode.INVITE_INVALID,
+    ErrorCode.IDENTITY_EXPIRED,
+    ErrorCode.UNSUPPORTED_VERSION,
+    ErrorCode.MANIFEST_INVALID,
+}
+
+
+@dataclass
+class NodeConfig:
+    tracker_url: str  # ws(s)://host:port/v1/node/connect
+    name: str
+    invite: str = ""
+    network_key: bytes | None = None  # expected tracker network key (from the invite)
+    trust: str = "community"
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 10.0
+
+
+class NodeAgent:
+    """Keeps one authenticated link to one tracker and serves jobs over it."""
+
+    def __init__(self, identity: Identity, engine: Engine, config: NodeConfig) -> None:
+        self.identity = identity
+        self.engine = engine
+        self.config = config
+        self.runner = JobRunner(engine)
+        self.connected = asyncio.Event()
+        self.draining = False
+        self.fatal: LichenError | None = None
+        self._link: Link | None = None
+        self._stopping = False
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff until stopped or refused for good."""
+        delay = self.config.backoff_initial_s
+        while not self._stopping:
+            try:
+                await self._session()
+                delay = self.config.backoff_initial_s
+            except LichenError as error:
+                if error.code in FATAL_CODES:
+                    log.error("tracker refused this node: %s", error.message)
+                    self.fatal = error
+                    return
+                log.warning("link to tracker failed: %s", error.message)
+            except (OSError, LinkClosed, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                log.info("tracker unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
+            finally:
+                self.connected.clear()
+                self._link = None
+            if self._stopping:
+                break
+            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+            delay = min(delay * 2, self.config.backoff_max_s)
+
+    async def _session(self) -> None:
+        async with connect(
+            self.config.tracker_url,
+            compression=None,
+            max_size=MAX_FRAME_BYTES,
+            open_timeout=10,
+            ping_interval=20,
+            proxy=None,
+        ) as conn:
+            link = ClientLink(conn)
+            welcome, network_key = await client_handshake(
+                link,
+                device_key=self.identity.device_key,
+                device_certificate=self.identity.device_certificate,
+                expected_network_key=self.config.network_key,
+                invite=self.config.invite,
+            )
+            if self.config.network_key is None:
+                self.config.network_key = network_key  # pin it for reconnects
+            await link.send(
+                sign_manifest(
+                    self.identity.device_key,
+                    name=self.config.name,
+                    peer_id=self.identity.peer_id,
+                    models=self.engine.models(),
+                    engines=[self.engine.kind],
+                    trust=self.config.trust,
+                )
+            )
+            self._link = link
+            self.connected.set()
+            log.info("joined tracker %s as %s", self.config.tracker_url, self.identity.peer_id)
+            beat = asyncio.create_task(self._heartbeats(link, welcome.heartbeat_s))
+            try:
+                await self._read(link)
+            finally:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
+                self.runner.cancel_all()
+
+    async def _read(self, link: Link) -> None:
+        handlers: dict[type[Any], Callable[[Any], Awaitable[None]]] = {
+            JobStart: self._on_job_start,
+            Probe: self._on_probe,
+            JobCredit: self._on_credit,
+            JobCancel: self._on_cancel,
+            Error: self._on_error,
+        }
+        while True:
+            msg = await link.recv()
+            handler = handlers.get(type(msg))
+            if handler is None:
+                raise LichenError(ErrorCode.PROTOCOL_ERROR, f"unexpected {type(msg).__name__}")
+            await handler(msg)
+
+    async def _send(self, msg: Any) -> None:
+        link = self._link
+        if link is None:
+            raise LinkClosed("not connected")
+        await link.send(msg)
+
+    async def _on_job_start(self, msg: JobStart) -> None:
+        if self.draining:
+            await self._send(
+                JobError(
+                    job_id=msg.job_id, code=ErrorCode.NO_CAPACITY.value, message="node is draining"
+                )
+            )
+            return
+        self.runner.start(msg, self._send)
+
+    async def _on_probe(self, msg: Probe) -> None:
+        await self._on_job_start(
+            JobStart(job_id=msg.job_id, request=msg.request, deadline_ms=0, window=64)
+        )
+
+    async def _on_credit(self, msg: JobCredit) -> None:
+        self.runner.credit(msg.job_id, msg.n)
+
+    async def _on_cancel(self, msg: JobCancel) -> None:
+        self.runner.cancel(msg.job_id)
+
+    async def _on_error(self, msg: Error) -> None:
+        try:
+            code = ErrorCode(msg.code)
+        except ValueError:
+            code = ErrorCode.PROTOCOL_ERROR
+        raise LichenError(code, msg.message)
+
+    async def _heartbeats(self, link: Link, every_s: float) -> None:
+        while True:
+            await self.heartbeat(link)
+            await asyncio.sleep(every_s)
+
+    async def heartbeat(self, link: Link | None = None) -> None:
+        link = link or self._link
+        if link is None:
+            return
+        load = self.engine.load()
+        with contextlib.suppress(LinkClosed):
+            await link.send(
+                Heartbeat(
+                    free_slots=0 if self.draining else load.free_slots,
+                    queue_depth=load.queue_depth,
+                    tokens_per_s=load.tokens_per_s,
+                    draining=self.draining,
+                )
+            )
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        """Stop taking jobs, let running ones finish, then disconnect."""
+        self.draining = True
+        await self.heartbeat()
+        finished = await self.runner.wait_idle(timeout)
+        if not finished:
+            log.warning("drain timed out with %d jobs running; cancelling", len(self.runner))
+        await self.stop()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.runner.cancel_all()
+        if self._link is not None:
+            with contextlib.suppress(Exception):
+                await self._link.close(1001, "node shutting down")

@@ -1,0 +1,64 @@
+"""The persisted schema, declared once (SQLAlchemy 2 declarative).
+
+Every table holds exactly one data class of the privacy policy (ARCHITECTURE.md §7),
+listed in ``TABLE_DATA_CLASS``; each row also carries it in a ``data_class`` column so
+audits and retention sweeps can work from the rows alone. Migrations under
+``migrations/versions`` are written by hand to match these declarations.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, CheckConstraint, Integer, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+REQUEST_METADATA = "request_metadata"
+
+# Deterministic constraint names, so migrations can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# A 64-bit key that is still SQLite's auto-incrementing rowid alias.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+MODEL_NAME_MAX = 200
+PEER_ID_MAX = 128
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class RequestLog(Base):
+    """One served request: metadata only, never prompt or completion text."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (
+        CheckConstraint("kind IN ('chat', 'completion')", name="kind"),
+        CheckConstraint(f"data_class = '{REQUEST_METADATA}'", name="data_class"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # unix epoch, milliseconds
+    model: Mapped[str] = mapped_column(String(MODEL_NAME_MAX))
+    kind: Mapped[str] = mapped_column(String(16))  # "chat" or "completion"
+    status: Mapped[int] = mapped_column(Integer)  # HTTP status answered
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer)  # None when no token was produced
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    node_peer_id: Mapped[str | None] = mapped_column(String(PEER_ID_MAX))
+    stream: Mapped[bool]
+    data_class: Mapped[str] = mapped_column(
+        String(32), default=REQUEST_METADATA, server_default=REQUEST_METADATA
+    )
+
+
+# Table name -> the privacy data class its rows hold. Every table in Base.metadata appears.
+TABLE_DATA_CLASS: dict[str, str] = {
+    RequestLog.__tablename__: REQUEST_METADATA,
+}

@@ -1,0 +1,129 @@
+"""The tracker service: accepts node links, keeps the registry live.
+
+``TrackerService.endpoint`` is a Starlette WebSocket endpoint; the composition
+roots mount it at :data:`NODE_PATH` on whatever ASGI app serves the tracker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from starlette.websockets import WebSocket
+
+from lichen.errors import ErrorCode, LichenError
+from lichen.identity.handshake import ReplayGuard
+from lichen.transport.handshake import Admission, server_handshake
+from lichen.transport.link import LinkClosed, ServerLink, send_error
+from lichen.tracker.connection import NodeConnection
+from lichen.tracker.registry import Registry
+from lichen.wire.manifest import verify_manifest
+from lichen.wire.messages import Manifest
+
+log = logging.getLogger(__name__)
+
+NODE_PATH = "/v1/node/connect"
+
+
+class TrackerService:
+    """Membership at the door, then a live registry of authenticated nodes."""
+
+    def __init__(
+        self,
+        *,
+        network_key: Ed25519PrivateKey,
+        admission: Admission,
+        registry: Registry | None = None,
+        heartbeat_s: float = 1.0,
+        missed_heartbeats: int = 3,
+        policy: bytes = b"",
+    ) -> None:
+        self.network_key = network_key
+        self.admission = admission
+        self.registry = registry or Registry()
+        self.heartbeat_s = heartbeat_s
+        self.dead_after_s = heartbeat_s * missed_heartbeats + 0.5
+        self.policy = policy
+        self._replay = ReplayGuard()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._watchdog = asyncio.create_task(self._watch(), name="tracker-watchdog")
+
+    async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        for conn in self.registry:
+            await conn.link.close(1001, "tracker shutting down")
+
+    async def wait_for_nodes(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` nodes are registered (used by ``lichen up``)."""
+        deadline = time.monotonic() + timeout
+        while len(self.registry) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return True
+
+    async def endpoint(self, ws: WebSocket) -> None:
+        await ws.accept()
+        link = ServerLink(ws)
+        try:
+            peer = await server_handshake(
+                link,
+                network_key=self.network_key,
+                admission=self.admission,
+                replay_guard=self._replay,
+                heartbeat_s=self.heartbeat_s,
+                policy=self.policy,
+            )
+            first = await asyncio.wait_for(link.recv(), self.dead_after_s * 3)
+            if not isinstance(first, Manifest):
+                raise LichenError(ErrorCode.PROTOCOL_ERROR, "expected a manifest after welcome")
+            try:
+                body = verify_manifest(
+                    first, device_key=peer.certificate.device_key, peer_id=peer.peer_id
+                )
+            except LichenError as error:
+                log.warning("refused manifest from %s: %s", peer.peer_id, error.message)
+                await send_error(link, error)
+                return
+        except (LichenError, LinkClosed, TimeoutError):
+            return  # already logged and answered by the handshake
+        conn = NodeConnection(link, peer, body, on_change=self._notify)
+        replaced = self.registry.add(conn)
+        if replaced is not None:
+            await replaced.link.close(1000, "replaced by a newer connection")
+        self._changed.set()
+        try:
+            await conn.serve()
+        except LichenError as error:
+            log.warning("closing node %s: %s", peer.peer_id, error.message)
+            await send_error(link, error)
+        finally:
+            self.registry.remove(conn)
+            self._changed.set()
+            await link.close()
+
+    async def _notify(self, _conn: NodeConnection) -> None:
+        self._changed.set()
+
+    async def _watch(self) -> None:
+        """Close links whose heartbeats stopped; the reader then unregisters them."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s / 2)
+            now = time.monotonic()
+            for conn in self.registry:
+                if now - conn.state.last_seen > self.dead_after_s:
+                    log.warning("node %s missed its heartbeats; dropping it", conn.peer_id)
+                    self.registry.remove(conn)
+                    await conn.link.close(1001, "heartbeat timeout")
