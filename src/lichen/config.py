@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         default_factory=default_data_dir,
         description="Directory for keys, models, database and config (mode 0700).",
     )
+    models_dir: Path | None = Field(
+        default=None,
+        description="Where models are stored (default: <data_dir>/models); may be shared.",
+    )
     log_level: str = Field(default="INFO", description="Logging level (DEBUG, INFO, WARNING).")
 
     # gateway
@@ -103,6 +107,10 @@ class Settings(BaseSettings):
         """(generation threads, batch threads) with 0 meaning 'all cores'."""
         threads = self.threads or (os.cpu_count() or 1)
         return threads, self.batch_threads or threads
+
+    @property
+    def models_path(self) -> Path:
+        return (self.models_dir or self.data_dir / "models").expanduser()
 
     @property
     def database(self) -> str:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def ensure_model(settings: Settings, progress: Progress | None = None) -> InstalledModel:
     """The model ``settings.model`` names, pulled first if it is a missing catalog entry."""
-    store = ModelStore.for_data_dir(settings.data_dir)
+    store = ModelStore(settings.models_path)
     try:
         return store.resolve(settings.model, progress=progress)
     except LichenError as error:

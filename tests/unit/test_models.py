@@ -199,9 +199,7 @@ def test_resolve_missing_path_and_unknown_url_are_model_not_found(
         assert info.value.code is ErrorCode.MODEL_NOT_FOUND
 
 
-def test_resolve_local_path_links_it_and_caches_the_hash(
-    store: ModelStore, tmp_path: Path
-) -> None:
+def test_resolve_local_path_links_it_and_caches_the_hash(store: ModelStore, tmp_path: Path) -> None:
     path = tmp_path / "My-Model.Q8_0.gguf"
     sha = make_gguf(path)
     progress = CountingProgress()
@@ -239,9 +237,7 @@ def test_resolve_with_explicit_name_and_non_gguf(store: ModelStore, tmp_path: Pa
     assert store.get("junk") is None
 
 
-def test_list_skips_corrupt_sidecars_and_missing_files(
-    store: ModelStore, tmp_path: Path
-) -> None:
+def test_list_skips_corrupt_sidecars_and_missing_files(store: ModelStore, tmp_path: Path) -> None:
     path = tmp_path / "gone.gguf"
     make_gguf(path)
     store.resolve(str(path))

@@ -32,7 +32,9 @@ app = typer.Typer(
 DataDirOption = Annotated[
     Path | None,
     typer.Option(
-        "--data-dir", help="Data directory (default: LICHEN_DATA_DIR or ~/.local/share/lichen)."
+        "--data-dir",
+        help="Data directory (default: LICHEN_DATA_DIR or ~/.local/share/lichen); models live "
+        "in its models/ folder unless LICHEN_MODELS_DIR says otherwise.",
     ),
 ]
 
@@ -41,37 +43,41 @@ class RichProgress:
     """The models ``Progress`` protocol as a rich progress bar on stderr (terminals only)."""
 
     def __init__(self, console: Console) -> None:
+        self._console = console
+        self._bar: RichBar | None = None
+        self._task: TaskID | None = None
+
+    def start(self, total: int | None, description: str) -> None:
+        self.finish()
         self._bar = RichBar(
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=console,
-            disable=not console.is_terminal,
-            transient=False,
+            console=self._console,
+            disable=not self._console.is_terminal,
         )
-        self._task: TaskID | None = None
-
-    def start(self, total: int | None, description: str) -> None:
         self._bar.start()
         self._task = self._bar.add_task(description, total=total)
 
     def advance(self, n: int) -> None:
-        if self._task is not None:
+        if self._bar is not None and self._task is not None:
             self._bar.advance(self._task, n)
 
     def finish(self) -> None:
-        self._bar.stop()
+        if self._bar is not None:
+            self._bar.stop()
+        self._bar = None
         self._task = None
 
 
 def _store(data_dir: Path | None) -> ModelStore:
-    return ModelStore.for_data_dir(load_settings(data_dir=data_dir).data_dir)
+    return ModelStore(load_settings(data_dir=data_dir).models_path)
 
 
 def _fail(err: Console, message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -105,7 +111,7 @@ def pull_command(
     err = Console(stderr=True)
     try:
         settings = load_settings(data_dir=data_dir)
-        store = ModelStore.for_data_dir(settings.data_dir)
+        store = ModelStore(settings.models_path)
         model = pull(
             spec or settings.model,
             store,

@@ -89,6 +89,7 @@ class ModelStore:
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, *, catalog: Catalog = BUILTIN_CATALOG) -> ModelStore:
+        """The default layout, ``data_dir / "models"`` (``Settings.models_path`` may differ)."""
         return cls(data_dir / "models", catalog=catalog)
 
     # -- queries -------------------------------------------------------------

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Set up Lichen in ./.venv (idempotent; fast when nothing changed).
+#
+#   scripts/install.sh                 create .venv if missing, install lichen with dev extras
+#   scripts/install.sh --system-deps   also install the Debian packages the tests need
+#
+# PYTHON picks the interpreter for a new venv (default: python3, 3.11 or newer).
+# LICHEN_FORCE_INSTALL=1 reinstalls even when pyproject.toml is unchanged.
+set -euo pipefail
+
+# Debian packages the tests need; each is installed with apt-get only when missing.
+APT_PACKAGES=()
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+STAMP="$VENV/.lichen-install"
+PYTHON=${PYTHON:-python3}
+
+say() { printf '[install] %s\n' "$*"; }
+die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
+
+system_deps=0
+for arg in "$@"; do
+  case "$arg" in
+    --system-deps) system_deps=1 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+    *) die "unknown argument: $arg (try --help)" ;;
+  esac
+done
+
+install_system_deps() {
+  local missing=() pkg status
+  for pkg in "${APT_PACKAGES[@]}"; do
+    status=$(dpkg -s "$pkg" 2>/dev/null) || status=""
+    [[ "$status" == *"Status: install ok installed"* ]] || missing+=("$pkg")
+  done
+  if ((${#missing[@]} == 0)); then
+    say "Debian packages: nothing to install"
+    return
+  fi
+  local sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
+    sudo=(sudo)
+  fi
+  say "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+if ((system_deps)); then
+  install_system_deps
+fi
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=/path/to/python3.11)"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    die "Python 3.11 or newer is required; $PYTHON is $("$PYTHON" -V 2>&1)"
+  say "creating $VENV with $("$PYTHON" -V 2>&1)"
+  "$PYTHON" -m venv "$VENV"
+  rm -f "$STAMP"
+fi
+
+# Reinstall only when the declared dependencies or the interpreter changed.
+fingerprint=$(cat "$ROOT/pyproject.toml" "$VENV/pyvenv.cfg" | sha256sum | cut -d' ' -f1)
+if [[ "${LICHEN_FORCE_INSTALL:-0}" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$fingerprint" ]] &&
+  "$VENV/bin/python" -c 'import lichen' 2>/dev/null; then
+  say "up to date ($VENV)"
+  exit 0
+fi
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+say "upgrading pip"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+say "installing lichen[dev] (editable)"
+"$VENV/bin/python" -m pip install --quiet --editable "$ROOT[dev]"
+echo "$fingerprint" >"$STAMP"
+say "done: $("$VENV/bin/python" -c 'import lichen; print("lichen", lichen.__version__)')"
