@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -82,6 +82,25 @@ class Settings(BaseSettings):
         default=16384, ge=256, description="Total context size shared by all slots, in tokens."
     )
     node_name: str | None = Field(default=None, description="Human-readable node name.")
+
+    # tracker (membership and node links)
+    network_mode: Literal["private", "public"] = Field(
+        default="private",
+        description="private: new nodes wait for `lichen network approve`; public: auto-admit.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="URL nodes dial to reach this tracker (in invites); default: bound address.",
+    )
+    admissions_per_ip_hour: int = Field(
+        default=10, ge=1, description="Public networks: new devices admitted per IP per hour."
+    )
+    heartbeat_s: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds between node heartbeats (tracker-set)."
+    )
+    membership_poll_s: float = Field(
+        default=1.0, gt=0, description="How often the tracker re-reads revocations from its DB."
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -46,6 +46,7 @@ class ErrorCode(enum.StrEnum):
     IDENTITY_EXPIRED = "identity_expired"
     REPLAYED = "replayed"
     INVITE_INVALID = "invite_invalid"
+    MEMBERSHIP_PENDING = "membership_pending"  # admitted by invite, awaiting approval
     MANIFEST_INVALID = "manifest_invalid"
     # models and storage
     HASH_MISMATCH = "hash_mismatch"
@@ -104,6 +105,7 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.IDENTITY_EXPIRED: 401,
     ErrorCode.REPLAYED: 401,
     ErrorCode.INVITE_INVALID: 403,
+    ErrorCode.MEMBERSHIP_PENDING: 403,
     ErrorCode.MANIFEST_INVALID: 400,
     ErrorCode.HASH_MISMATCH: 400,
     ErrorCode.MODEL_SOURCE_INVALID: 400,

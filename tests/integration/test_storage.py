@@ -117,6 +117,17 @@ async def test_default_database_lives_in_the_data_dir(lichen_data_dir: Path) -> 
     assert (lichen_data_dir / "lichen.db").is_file()
 
 
+async def test_url_without_driver_gets_the_async_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    await migrate(url)
+    engine = create_engine(url)
+    try:
+        assert engine.dialect.driver == "aiosqlite"
+        assert await RequestLogRepository(engine).count() == 0
+    finally:
+        await engine.dispose()
+
+
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine: AsyncEngine) -> None:
     assert await _scalar_sql(engine, "PRAGMA journal_mode") == "wal"
     assert await _scalar_sql(engine, "PRAGMA foreign_keys") == 1

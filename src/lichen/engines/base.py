@@ -8,11 +8,11 @@ for bad requests, never return an error as text.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from lichen.wire.messages import GenerationRequest, ModelInfo, Usage
+from lichen.wire.messages import EmbeddingRequest, GenerationRequest, ModelInfo, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,7 @@ class Delta:
 
     text: str
     tokens: int = 1
+    tool_calls: str = ""  # OpenAI delta ``tool_calls`` array as JSON text, "" when none
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,4 +64,36 @@ class Engine(Protocol):
 
     async def close(self) -> None:
         """Release the engine's resources."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """The answer to an :class:`EmbeddingRequest`: one float32 vector per input."""
+
+    vectors: list[bytes]  # little-endian float32 values, in input order
+    usage: Usage
+
+
+ModelsChanged = Callable[[], None]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """An engine that can also embed text (models with ``embeddings=True``)."""
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Embed ``request.inputs``; raise LichenError if the model cannot."""
+        ...
+
+
+@runtime_checkable
+class WatchesModels(Protocol):
+    """An engine whose model list can change while it runs (e.g. an upstream went away).
+
+    The node agent registers a callback and re-sends its signed manifest when it fires.
+    """
+
+    def on_models_changed(self, callback: ModelsChanged) -> None:
+        """Call ``callback`` (on the event loop) whenever ``models()`` changes."""
         ...

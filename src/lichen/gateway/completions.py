@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -25,7 +25,7 @@ from lichen.errors import ErrorCode, LichenError
 from lichen.gateway.errors import error_response, from_validation
 from lichen.gateway.responses import SSE_DONE, ResponseShape, sse
 from lichen.gateway.schemas import ChatCompletionRequest, CompletionRequest
-from lichen.routing.router import RouteTrace, Router
+from lichen.routing.router import Router, RouteTrace
 from lichen.routing.scheduler import Scheduler
 from lichen.storage.repositories import RequestRecord
 from lichen.wire.messages import Usage
@@ -47,7 +47,7 @@ class _Outcome:
     started: float
     status: int = 200
     ttft_ms: int | None = None
-    usage: Usage = Usage(0, 0)
+    usage: Usage = field(default_factory=lambda: Usage(0, 0))
     node: str | None = None
 
 

@@ -27,11 +27,15 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Any fixed 64-bit number: PostgreSQL advisory lock that serialises concurrent migrations.
 _PG_MIGRATION_LOCK = 0x4C494348454E
 
+# A URL without a driver ("postgresql://...") gets the async driver Lichen uses.
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
 
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url``; for SQLite the file's directory is created if missing
     and every connection runs in WAL mode with foreign keys and a busy timeout."""
     parsed = make_url(url)
+    parsed = parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, pool_pre_ping=True)
     database = parsed.database
@@ -96,4 +100,4 @@ def _upgrade(connection: Connection, config: Config) -> None:
     from alembic import command
 
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")

@@ -126,3 +126,29 @@ class RequestLogRepository:
             completion_tokens=int(completion),
             tokens=int(prompt) + int(completion),
         )
+
+    async def node_stats(self, node_peer_id: str) -> RequestStats:
+        """Totals over the successful requests one node served."""
+        query = select(
+            func.count(),
+            func.coalesce(func.sum(RequestLog.prompt_tokens), 0),
+            func.coalesce(func.sum(RequestLog.completion_tokens), 0),
+        ).where(RequestLog.node_peer_id == node_peer_id, RequestLog.status < 400)
+        async with self._engine.connect() as connection:
+            requests, prompt, completion = (await connection.execute(query)).one()
+        return RequestStats(
+            requests=int(requests),
+            prompt_tokens=int(prompt),
+            completion_tokens=int(completion),
+            tokens=int(prompt) + int(completion),
+        )
+
+    async def per_minute(self, since_ms: int) -> dict[int, int]:
+        """Request counts by minute (unix epoch minute -> count) since ``since_ms``."""
+        minute = RequestLog.created_ms // 60_000
+        query = (
+            select(minute, func.count()).where(RequestLog.created_ms >= since_ms).group_by(minute)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return {int(m): int(n) for m, n in rows}

@@ -8,10 +8,11 @@ audits and retention sweeps can work from the rows alone. Migrations under
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Integer, MetaData, String
+from sqlalchemy import BigInteger, CheckConstraint, Integer, MetaData, String, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 REQUEST_METADATA = "request_metadata"
+MEMBERSHIP_DATA = "account_data"  # invites and member devices (keys, names, status)
 
 # Deterministic constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -58,7 +59,54 @@ class RequestLog(Base):
     )
 
 
+class InviteRow(Base):
+    """An invite the network key signed: the token itself is never stored, only its terms."""
+
+    __tablename__ = "invites"
+    __table_args__ = (
+        CheckConstraint("uses >= 0 AND max_uses >= 0", name="uses"),
+        CheckConstraint(f"data_class = '{MEMBERSHIP_DATA}'", name="data_class"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # Invite.invite_id
+    roles: Mapped[str] = mapped_column(String(200))  # comma-separated, e.g. "node"
+    max_uses: Mapped[int] = mapped_column(Integer)  # 0 = unlimited
+    uses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    expires_ms: Mapped[int] = mapped_column(BigInteger)  # unix ms; 0 = never
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    revoked: Mapped[bool] = mapped_column(default=False, server_default=false())
+    data_class: Mapped[str] = mapped_column(
+        String(32), default=MEMBERSHIP_DATA, server_default=MEMBERSHIP_DATA
+    )
+
+
+class MemberRow(Base):
+    """A device (node) of the network: who certified it, whether it may join."""
+
+    __tablename__ = "members"
+    __table_args__ = (
+        CheckConstraint("status IN ('approved', 'pending', 'revoked')", name="status"),
+        CheckConstraint(f"data_class = '{MEMBERSHIP_DATA}'", name="data_class"),
+    )
+
+    peer_id: Mapped[str] = mapped_column(String(PEER_ID_MAX), primary_key=True)
+    device_key: Mapped[str] = mapped_column(String(64))  # hex of the raw Ed25519 public key
+    account_key: Mapped[str] = mapped_column(String(64))  # hex; the key that certified it
+    name: Mapped[str] = mapped_column(String(128))  # from the device certificate
+    trust: Mapped[str] = mapped_column(String(32))  # "owner" | "community"
+    status: Mapped[str] = mapped_column(String(16))  # "approved" | "pending" | "revoked"
+    invite_id: Mapped[str | None] = mapped_column(String(64))  # the invite it joined with
+    first_seen_ms: Mapped[int] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # last status change
+    data_class: Mapped[str] = mapped_column(
+        String(32), default=MEMBERSHIP_DATA, server_default=MEMBERSHIP_DATA
+    )
+
+
 # Table name -> the privacy data class its rows hold. Every table in Base.metadata appears.
 TABLE_DATA_CLASS: dict[str, str] = {
     RequestLog.__tablename__: REQUEST_METADATA,
+    InviteRow.__tablename__: MEMBERSHIP_DATA,
+    MemberRow.__tablename__: MEMBERSHIP_DATA,
 }

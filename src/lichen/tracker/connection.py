@@ -10,6 +10,7 @@ a slow client cannot make the tracker (or the node) buffer without bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -161,10 +162,8 @@ class NodeConnection:
 
     async def send_quietly(self, msg: Message) -> None:
         """Send, treating a closed link as normal (the reader will notice)."""
-        try:
+        with contextlib.suppress(LinkClosed):
             await self.link.send(msg)
-        except LinkClosed:
-            pass
 
     async def start_job(
         self, request: GenerationRequest, *, deadline_ms: int, window: int = DEFAULT_WINDOW

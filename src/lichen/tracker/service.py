@@ -16,10 +16,10 @@ from starlette.websockets import WebSocket
 
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.handshake import ReplayGuard
-from lichen.transport.handshake import Admission, server_handshake
-from lichen.transport.link import LinkClosed, ServerLink, send_error
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
+from lichen.transport.handshake import Admission, server_handshake
+from lichen.transport.link import LinkClosed, ServerLink, send_error
 from lichen.wire.manifest import verify_manifest
 from lichen.wire.messages import Manifest
 

@@ -8,6 +8,7 @@ receives typed wire messages, so the protocol code never sees bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -34,10 +35,8 @@ class Link(Protocol):
 
 async def send_error(link: Link, error: LichenError) -> None:
     """Tell the peer why we are closing, then close. Never raises."""
-    try:
+    with contextlib.suppress(LinkClosed, LichenError):
         await link.send(Error(code=error.code.value, message=error.message))
-    except (LinkClosed, LichenError):
-        pass
     await link.close(4000 + min(error.code.http_status, 999) % 1000, error.code.value)
 
 
@@ -115,7 +114,5 @@ class ServerLink:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(RuntimeError, OSError):
             await self._ws.close(code, reason)
-        except (RuntimeError, OSError):
-            pass

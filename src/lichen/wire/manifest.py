@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -18,10 +19,8 @@ _body_decoder = msgspec.msgpack.Decoder(ManifestBody)
 
 def detect_hardware() -> Hardware:
     ram_mb = 0
-    try:
+    with contextlib.suppress(ValueError, OSError, AttributeError):
         ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
-    except (ValueError, OSError, AttributeError):
-        pass
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:

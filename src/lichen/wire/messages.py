@@ -36,6 +36,8 @@ class SamplingParams(msgspec.Struct, frozen=True, omit_defaults=True):
     response_format: str | None = None  # OpenAI response_format as JSON text
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    tools: str | None = None  # OpenAI tools array as JSON text (engines with tools=True only)
+    tool_choice: str | None = None  # OpenAI tool_choice as JSON text
 
 
 class GenerationRequest(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -50,6 +52,13 @@ class GenerationRequest(msgspec.Struct, frozen=True, omit_defaults=True):
 class Usage(msgspec.Struct, frozen=True):
     prompt_tokens: int  # tokens of the prompt as the engine counted them
     completion_tokens: int  # tokens generated for the client
+    reported: bool = True  # False: the engine gave no counts, so both are 0, never a guess
+
+
+class EmbeddingRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    model: str  # catalog name of an embedding-capable model the node serves
+    inputs: list[str]  # texts to embed, one vector each, in order
+    dimensions: int | None = None  # truncate vectors to this many dimensions (if supported)
 
 
 class ModelInfo(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -58,6 +67,8 @@ class ModelInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     engine: str  # "llamacpp" | "openai"
     context: int = 0  # context tokens per slot
     slots: int = 1  # parallel requests this model serves
+    tools: bool = False  # accepts OpenAI tools/tool_choice and can answer with tool calls
+    embeddings: bool = False  # can answer EmbedStart with vectors
 
 
 class Hardware(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -70,7 +81,7 @@ class Hardware(msgspec.Struct, frozen=True, omit_defaults=True):
 # --- handshake ------------------------------------------------------------------------
 
 
-class Hello(_Msg, tag="hello"):
+class Hello(_Msg, tag="hello", frozen=True):
     """node -> tracker, first frame: who I am and a nonce the tracker must sign."""
 
     peer_id: str  # derived from the device public key
@@ -80,7 +91,7 @@ class Hello(_Msg, tag="hello"):
     software: str = ""  # "lichen/0.1.0"
 
 
-class Challenge(_Msg, tag="challenge"):
+class Challenge(_Msg, tag="challenge", frozen=True):
     """tracker -> node: proof of the network key plus a nonce for the node to sign."""
 
     network_key: bytes  # raw Ed25519 public key of the network
@@ -88,14 +99,14 @@ class Challenge(_Msg, tag="challenge"):
     tracker_nonce: bytes  # 32 random bytes
 
 
-class Auth(_Msg, tag="auth"):
+class Auth(_Msg, tag="auth", frozen=True):
     """node -> tracker: the node's signature over tracker_nonce || timestamp."""
 
     timestamp_ms: int  # node clock at signing time; must be recent
     signature: bytes  # device-key signature
 
 
-class Welcome(_Msg, tag="welcome"):
+class Welcome(_Msg, tag="welcome", frozen=True):
     """tracker -> node: the link is authenticated."""
 
     session_id: str  # opaque id for logs
@@ -106,7 +117,7 @@ class Welcome(_Msg, tag="welcome"):
 # --- node state -----------------------------------------------------------------------
 
 
-class Manifest(_Msg, tag="manifest"):
+class Manifest(_Msg, tag="manifest", frozen=True):
     """node -> tracker: signed description of the node."""
 
     body: bytes  # msgpack-encoded ManifestBody
@@ -123,7 +134,7 @@ class ManifestBody(msgspec.Struct, frozen=True, omit_defaults=True):
     trust: str = "community"  # trust level the node claims
 
 
-class Heartbeat(_Msg, tag="hb"):
+class Heartbeat(_Msg, tag="hb", frozen=True):
     """node -> tracker, every heartbeat_s."""
 
     free_slots: int  # slots idle right now
@@ -135,7 +146,7 @@ class Heartbeat(_Msg, tag="hb"):
 # --- jobs -----------------------------------------------------------------------------
 
 
-class JobStart(_Msg, tag="job"):
+class JobStart(_Msg, tag="job", frozen=True):
     """tracker -> node: run this request."""
 
     job_id: str
@@ -144,23 +155,24 @@ class JobStart(_Msg, tag="job"):
     window: int  # chunks the node may send before it needs JobCredit
 
 
-class JobChunk(_Msg, tag="chunk"):
+class JobChunk(_Msg, tag="chunk", frozen=True):
     """node -> tracker: a piece of generated text."""
 
     job_id: str
     seq: int  # 0, 1, 2, ... per job
     text: str  # text delta (may be empty)
     tokens: int = 1  # tokens this delta represents
+    tool_calls: str = ""  # OpenAI delta tool_calls array as JSON text, "" when none
 
 
-class JobCredit(_Msg, tag="credit"):
+class JobCredit(_Msg, tag="credit", frozen=True):
     """tracker -> node: the consumer has taken ``n`` more chunks."""
 
     job_id: str
     n: int
 
 
-class JobEnd(_Msg, tag="end"):
+class JobEnd(_Msg, tag="end", frozen=True):
     """node -> tracker: the job finished."""
 
     job_id: str
@@ -169,14 +181,14 @@ class JobEnd(_Msg, tag="end"):
     receipt: bytes = b""  # node-signed receipt (ledger)
 
 
-class JobCancel(_Msg, tag="cancel"):
+class JobCancel(_Msg, tag="cancel", frozen=True):
     """tracker -> node: stop this job (client went away, deadline)."""
 
     job_id: str
     reason: str = ""
 
 
-class JobError(_Msg, tag="joberr"):
+class JobError(_Msg, tag="joberr", frozen=True):
     """node -> tracker: the job failed before or while generating."""
 
     job_id: str
@@ -184,14 +196,30 @@ class JobError(_Msg, tag="joberr"):
     message: str  # safe to show; never prompt text
 
 
-class Probe(_Msg, tag="probe"):
+class Probe(_Msg, tag="probe", frozen=True):
     """tracker -> node: a spot check (handled as a normal greedy job)."""
 
     job_id: str
     request: GenerationRequest
 
 
-class Error(_Msg, tag="error"):
+class EmbedStart(_Msg, tag="embed", frozen=True):
+    """tracker -> node: compute embeddings; answered by EmbedResult or JobError."""
+
+    job_id: str
+    request: EmbeddingRequest
+    deadline_ms: int  # absolute wall-clock deadline
+
+
+class EmbedResult(_Msg, tag="vectors", frozen=True):
+    """node -> tracker: the embeddings for an EmbedStart, in input order."""
+
+    job_id: str
+    vectors: list[bytes]  # one vector per input: little-endian float32 values
+    usage: Usage  # prompt_tokens counts the inputs; completion_tokens is 0
+
+
+class Error(_Msg, tag="error", frozen=True):
     """Either direction: a link-level error; the sender closes afterwards."""
 
     code: str  # an ErrorCode value
@@ -212,5 +240,7 @@ Message = (
     | JobCancel
     | JobError
     | Probe
+    | EmbedStart
+    | EmbedResult
     | Error
 )
