@@ -9,7 +9,7 @@
 set -euo pipefail
 
 # Debian packages the tests need; each is installed with apt-get only when missing.
-APT_PACKAGES=(chromium)
+APT_PACKAGES=(chromium postgresql redis-server)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Throwaway PostgreSQL and Redis on loopback, and per-test databases (tests/services.py).
+pytest_plugins = ["services"]
+
 
 @pytest.fixture(autouse=True)
 def lichen_data_dir(

@@ -82,6 +82,37 @@ class Settings(BaseSettings):
         default=16384, ge=256, description="Total context size shared by all slots, in tokens."
     )
     node_name: str | None = Field(default=None, description="Human-readable node name.")
+    local_model: bool = Field(
+        default=True,
+        description="Serve a local GGUF model; false (with an upstream) serves only the upstream.",
+    )
+    embeddings: bool = Field(
+        default=False,
+        description="Also load local models for embeddings (/v1/embeddings, mean pooling).",
+    )
+    upstream_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible upstream whose models the node also serves.",
+    )
+    upstream_key_secret: str | None = Field(
+        default=None,
+        description="Name of the secret (`lichen secret set`) holding the upstream's API key.",
+    )
+    upstream_refresh_s: float = Field(
+        default=10.0, gt=0, description="How often the upstream's model list is re-checked (s)."
+    )
+    upstream_slots: int = Field(
+        default=4, ge=1, le=256, description="Parallel requests offered per upstream model."
+    )
+    upstream_embeddings: bool = Field(
+        default=False, description="Advertise the upstream's models for embeddings too."
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Standalone node: serve Prometheus /metrics on this loopback port.",
+    )
 
     # tracker (membership and node links)
     network_mode: Literal["private", "public"] = Field(
@@ -100,6 +131,24 @@ class Settings(BaseSettings):
     )
     membership_poll_s: float = Field(
         default=1.0, gt=0, description="How often the tracker re-reads revocations from its DB."
+    )
+
+    # privacy (policy file: <data_dir>/policy.toml, default preset "private")
+    telemetry: bool | None = Field(
+        default=None,
+        description="Send opted-in telemetry counters to the tracker (default: the saved setting,"
+        " off unless turned on).",
+    )
+    refuse_policies: str = Field(
+        default="",
+        description="Comma-separated network policies this node refuses to join"
+        " (e.g. 'open,dataset'; 'unsigned' refuses trackers without a policy).",
+    )
+    telemetry_interval_s: float = Field(
+        default=60.0, gt=0, description="Seconds between telemetry messages (when opted in)."
+    )
+    retention_sweep_s: float = Field(
+        default=60.0, gt=0, description="Seconds between retention sweeps of expired rows."
     )
 
     @field_validator("data_dir", mode="after")

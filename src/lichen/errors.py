@@ -52,6 +52,10 @@ class ErrorCode(enum.StrEnum):
     HASH_MISMATCH = "hash_mismatch"
     MODEL_SOURCE_INVALID = "model_source_invalid"
     POLICY_FORBIDS = "policy_forbids"
+    # accounts and ledger
+    INVALID_CREDENTIALS = "invalid_credentials"
+    CONFLICT = "conflict"
+    RECEIPT_INVALID = "receipt_invalid"
 
     @property
     def http_status(self) -> int:
@@ -110,17 +114,28 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.HASH_MISMATCH: 400,
     ErrorCode.MODEL_SOURCE_INVALID: 400,
     ErrorCode.POLICY_FORBIDS: 403,
+    ErrorCode.INVALID_CREDENTIALS: 401,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.RECEIPT_INVALID: 400,
 }
 
 
 class LichenError(Exception):
     """An error with a code; its message is safe to show (never prompt text)."""
 
-    def __init__(self, code: ErrorCode, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.param = param
+        self.headers = headers or {}  # extra HTTP headers, e.g. Retry-After on a 429
 
     @property
     def http_status(self) -> int:

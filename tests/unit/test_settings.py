@@ -81,9 +81,7 @@ def test_config_file_in_the_data_dir_is_found(lichen_data_dir: Path) -> None:
     assert load_settings().port == 9200
 
 
-def test_precedence_cli_over_env_over_file(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_precedence_cli_over_env_over_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = _write(tmp_path / "c.toml", "port = 9100\nparallel = 2\nthreads = 3\n")
     monkeypatch.setenv("LICHEN_CONFIG", str(config))
     monkeypatch.setenv("LICHEN_PORT", "9300")

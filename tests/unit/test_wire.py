@@ -12,10 +12,13 @@ from lichen.wire.messages import (
     Auth,
     Challenge,
     ChatMessage,
+    EmbeddingRequest,
+    EmbedResult,
+    EmbedStart,
     Error,
     GenerationRequest,
-    Hello,
     Heartbeat,
+    Hello,
     JobCancel,
     JobChunk,
     JobCredit,
@@ -75,6 +78,14 @@ EVERY_MESSAGE: list[Message] = [
     JobError(job_id="j1", code=ErrorCode.NODE_FAILED.value, message="engine died"),
     Probe(job_id="p1", request=COMPLETION),
     Error(code=ErrorCode.HANDSHAKE_FAILED.value, message="bad signature"),
+    EmbedStart(
+        job_id="e1",
+        request=EmbeddingRequest(model="m", inputs=["a", "b\u00e9"], dimensions=8),
+        deadline_ms=1,
+    ),
+    EmbedResult(job_id="e1", vectors=[b"\x00\x00\x80?", b""], usage=Usage(3, 0)),
+    JobChunk(job_id="j1", seq=1, text="", tool_calls='[{"index": 0, "id": "c1"}]'),
+    JobEnd(job_id="j2", finish_reason="stop", usage=Usage(0, 0, reported=False)),
 ]
 
 
@@ -94,7 +105,7 @@ def _expect(code: ErrorCode, frame: bytes, *, max_bytes: int = codec.MAX_FRAME_B
 
 def test_every_message_type_is_covered() -> None:
     covered = {type(msg) for msg in EVERY_MESSAGE}
-    assert covered == set(Message.__args__)  # type: ignore[attr-defined]
+    assert covered == set(Message.__args__)
 
 
 @pytest.mark.parametrize("msg", EVERY_MESSAGE, ids=lambda m: type(m).__name__)
@@ -112,7 +123,7 @@ def test_envelope_carries_the_version_and_a_type_tag() -> None:
 
 
 def test_tags_are_unique() -> None:
-    tags = [cls.__struct_config__.tag for cls in Message.__args__]  # type: ignore[attr-defined]
+    tags = [cls.__struct_config__.tag for cls in Message.__args__]
     assert len(tags) == len(set(tags))
 
 
@@ -144,8 +155,13 @@ def test_garbage_is_a_protocol_error(frame: bytes) -> None:
         {"t": "credit", "job_id": 7, "n": 4},  # wrong type
         {"t": "credit", "job_id": "j1"},  # missing field
         {"t": "chunk", "job_id": "j1", "seq": 0, "text": b"bytes, not str"},
-        {"t": "job", "job_id": "j", "request": {"kind": "shell", "model": "m"}, "deadline_ms": 0,
-         "window": 1},  # kind is not chat|completion
+        {
+            "t": "job",
+            "job_id": "j",
+            "request": {"kind": "shell", "model": "m"},
+            "deadline_ms": 0,
+            "window": 1,
+        },  # kind is not chat|completion
         {"t": "end", "job_id": "j", "finish_reason": "stop", "usage": [1]},  # short usage
         {"t": "nonexistent", "job_id": "j1"},  # unknown tag
         {"job_id": "j1", "n": 4},  # no tag at all

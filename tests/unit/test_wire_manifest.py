@@ -11,7 +11,9 @@ from lichen.wire import codec
 from lichen.wire.manifest import detect_hardware, sign_manifest, verify_manifest
 from lichen.wire.messages import Hardware, Manifest, ManifestBody, ModelInfo
 
-MODELS = [ModelInfo(name="smollm2-135m", sha256="ab" * 32, engine="llamacpp", context=2048, slots=8)]
+MODELS = [
+    ModelInfo(name="smollm2-135m", sha256="ab" * 32, engine="llamacpp", context=2048, slots=8)
+]
 
 
 def _signed() -> tuple[Manifest, bytes, str]:

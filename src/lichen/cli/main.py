@@ -5,7 +5,10 @@ from __future__ import annotations
 import typer
 
 from lichen import __version__
-from lichen.cli import models
+from lichen.cli import invite, models, network, policy, privacy, secret
+from lichen.cli.chat import chat_command
+from lichen.cli.node import node_command
+from lichen.cli.tracker import tracker_command
 from lichen.cli.up import up_command
 
 app = typer.Typer(
@@ -17,6 +20,14 @@ app = typer.Typer(
 )
 app.command("up")(up_command)
 app.add_typer(models.app, name="models")
+app.command("tracker")(tracker_command)
+app.command("node")(node_command)
+app.add_typer(invite.app, name="invite")
+app.add_typer(network.app, name="network")
+app.add_typer(secret.app, name="secret")
+app.add_typer(policy.app, name="policy")
+app.add_typer(privacy.app, name="privacy")
+app.command("chat")(chat_command)
 
 
 @app.command("version")

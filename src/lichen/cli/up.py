@@ -9,6 +9,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from lichen.cli.engine_options import (
+    EmbeddingsOption,
+    LocalModelOption,
+    UpstreamKeyOption,
+    UpstreamOption,
+    engine_overrides,
+)
 from lichen.cli.models import RichProgress
 from lichen.config import load_settings
 from lichen.errors import LichenError
@@ -32,6 +39,10 @@ def up_command(
     parallel: Annotated[int | None, typer.Option(help="Parallel slots per model.")] = None,
     ctx_size: Annotated[int | None, typer.Option(help="Total context tokens.")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO or WARNING.")] = None,
+    upstream: UpstreamOption = None,
+    upstream_key_secret: UpstreamKeyOption = None,
+    local_model: LocalModelOption = None,
+    embeddings: EmbeddingsOption = None,
 ) -> None:
     """Run tracker + gateway + one node serving the default model, in one process."""
     console = Console(stderr=True)
@@ -46,6 +57,7 @@ def up_command(
             parallel=parallel,
             ctx_size=ctx_size,
             log_level=log_level,
+            **engine_overrides(upstream, upstream_key_secret, local_model, embeddings),
         )
     except ValueError as exc:
         console.print(f"[red]error:[/red] invalid setting: {exc}")

@@ -21,9 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lichen.engines.base import Delta, EngineEvent, EngineLoad, Finish
+import httpx
+
+from lichen.engines.base import Delta, Embeddings, EngineEvent, EngineLoad, Finish
 from lichen.errors import ErrorCode, LichenError
-from lichen.wire.messages import GenerationRequest, ModelInfo, Usage
+from lichen.wire.messages import (
+    ChatMessage,
+    EmbeddingRequest,
+    GenerationRequest,
+    ModelInfo,
+    Usage,
+)
+from lichen.wire.vectors import pack_vector
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +50,39 @@ class LlamaModelConfig:
     ctx_size: int = 8192
     threads: int = 2
     batch_threads: int = 2
+    embeddings: bool = False  # also serve /v1/embeddings (mean pooling)
 
 
 class _Loaded:
-    def __init__(self, config: LlamaModelConfig, server: Any) -> None:
+    def __init__(self, config: LlamaModelConfig, server: Any, *, tools: bool = False) -> None:
         self.config = config
         self.server = server
+        self.tools = tools
         self.active = 0
 
 
-def _load_server(config: LlamaModelConfig) -> Any:
+def _supports_tools(server: Any, api_key: str) -> bool:
+    """Whether the model's chat template renders tools (llama.cpp's ``/props`` says so)."""
+    try:
+        response = httpx.get(
+            f"{server.listening_address}/props",
+            headers={"authorization": f"Bearer {api_key}"},
+            timeout=5.0,
+            trust_env=False,
+        )
+        caps = response.json().get("chat_template_caps") or {}
+        return bool(caps.get("supports_tools") and caps.get("supports_tool_calls"))
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
+def _start_model(config: LlamaModelConfig) -> _Loaded:
+    api_key = secrets.token_hex(32)
+    server = _load_server(config, api_key)
+    return _Loaded(config, server, tools=_supports_tools(server, api_key))
+
+
+def _load_server(config: LlamaModelConfig, api_key: str) -> Any:
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -63,7 +95,10 @@ def _load_server(config: LlamaModelConfig) -> Any:
     params.verbosity = -1  # llama.cpp's own log could echo request details
     # The wheel also opens an HTTP listener on loopback; lock it with a random key
     # nobody knows so that only this process can use the engine.
-    params.api_keys = [secrets.token_hex(32)]
+    params.api_keys = [api_key]
+    if config.embeddings:
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     return xllamacpp.Server(params)
 
 
@@ -72,10 +107,7 @@ def engine_request(request: GenerationRequest) -> dict[str, Any]:
     p = request.params
     body: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
     if request.kind == "chat":
-        messages: list[dict[str, Any]] = [
-            {"role": m.role, "content": m.content} | ({"name": m.name} if m.name else {})
-            for m in request.messages
-        ]
+        messages: list[dict[str, Any]] = [_message(m) for m in request.messages]
         if request.continuation:
             # llama.cpp continues a trailing assistant message (prefill).
             messages.append({"role": "assistant", "content": request.continuation})
@@ -92,7 +124,22 @@ def engine_request(request: GenerationRequest) -> dict[str, Any]:
         body["stop"] = list(p.stop)
     if p.response_format:
         body["response_format"] = json.loads(p.response_format)
+    if p.tools:
+        body["tools"] = json.loads(p.tools)
+    if p.tool_choice:
+        body["tool_choice"] = json.loads(p.tool_choice)
     return body
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = json.loads(m.tool_calls)
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
 
 
 def _engine_error(payload: dict[str, Any]) -> LichenError:
@@ -120,8 +167,7 @@ class LlamaCppEngine:
         loaded: dict[str, _Loaded] = {}
         for config in configs:
             started = time.perf_counter()
-            server = await asyncio.to_thread(_load_server, config)
-            loaded[config.name] = _Loaded(config, server)
+            loaded[config.name] = await asyncio.to_thread(_start_model, config)
             log.info(
                 "loaded model %s (%d slots, ctx %d, threads %d/%d) in %.2fs",
                 config.name,
@@ -141,6 +187,8 @@ class LlamaCppEngine:
                 engine=self.kind,
                 context=m.config.ctx_size // m.config.parallel,
                 slots=m.config.parallel,
+                tools=m.tools,
+                embeddings=m.config.embeddings,
             )
             for name, m in self._models.items()
         ]
@@ -204,11 +252,13 @@ class LlamaCppEngine:
                     usage = Usage(int(u["prompt_tokens"]), int(u["completion_tokens"]))
                     self._note_speed(item.get("timings"))
                 for choice in item.get("choices") or ():
+                    delta = choice.get("delta") or {}
                     text = choice.get("text")
                     if text is None:
-                        text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        yield Delta(text)
+                        text = delta.get("content")
+                    calls = delta.get("tool_calls")
+                    if text or calls:
+                        yield Delta(text or "", tool_calls=json.dumps(calls) if calls else "")
                     if choice.get("finish_reason"):
                         finish_reason = str(choice["finish_reason"])
             yield Finish(finish_reason, usage or Usage(0, 0))
@@ -226,6 +276,39 @@ class LlamaCppEngine:
                 self._tokens_per_s = (
                     speed if self._tokens_per_s == 0 else 0.8 * self._tokens_per_s + 0.2 * speed
                 )
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        model = self._model(request.model)
+        if not model.config.embeddings:
+            raise LichenError(
+                ErrorCode.INVALID_REQUEST,
+                f"model {request.model!r} is not loaded for embeddings",
+                param="model",
+            )
+        body: dict[str, Any] = {"input": list(request.inputs), "encoding_format": "float"}
+        loop = asyncio.get_running_loop()
+        model.active += 1
+        try:
+            result = await loop.run_in_executor(self._pool, model.server.handle_embeddings, body)
+        except ValueError as exc:
+            raise LichenError(ErrorCode.INVALID_REQUEST, str(exc), param="input") from None
+        finally:
+            model.active -= 1
+        if isinstance(result, str):
+            result = json.loads(result)
+        if "error" in result:
+            raise _engine_error(result)
+        data = sorted(result.get("data") or [], key=lambda item: int(item.get("index", 0)))
+        if len(data) != len(request.inputs):
+            raise LichenError(ErrorCode.ENGINE_ERROR, "llama.cpp returned the wrong vector count")
+        vectors = []
+        for item in data:
+            values = item["embedding"]
+            if request.dimensions is not None:
+                values = values[: request.dimensions]
+            vectors.append(pack_vector(values))
+        usage = result.get("usage") or {}
+        return Embeddings(vectors, Usage(int(usage.get("prompt_tokens") or 0), 0))
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

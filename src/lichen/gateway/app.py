@@ -15,7 +15,11 @@ from fastapi.responses import JSONResponse
 from lichen import __version__
 from lichen.errors import ErrorCode, LichenError
 from lichen.gateway.completions import CompletionService
+from lichen.gateway.embeddings import EmbeddingService
 from lichen.gateway.errors import install_error_handlers
+from lichen.gateway.ollama import OllamaApi, register_ollama
+from lichen.metrics import GatewayMetrics, MetricsMiddleware, metrics_endpoint
+from lichen.routing.embed import EmbeddingRouter
 from lichen.tracker.registry import Registry
 
 
@@ -24,6 +28,8 @@ class GatewayDeps:
     registry: Registry
     completions: CompletionService
     started: float = 0.0
+    metrics: GatewayMetrics | None = None  # serves /metrics and counts requests when set
+    embeddings: EmbeddingService | None = None  # default: routed over completions' scheduler
 
 
 def _model_card(name: str, nodes: int, created: int) -> dict[str, object]:
@@ -68,4 +74,15 @@ def create_app(deps: GatewayDeps) -> FastAPI:
 
     app.add_api_route("/v1/chat/completions", deps.completions.chat, methods=["POST"])
     app.add_api_route("/v1/completions", deps.completions.completions, methods=["POST"])
+    embeddings = deps.embeddings or EmbeddingService(
+        router=EmbeddingRouter(deps.completions.scheduler),
+        max_request_bytes=deps.completions.max_request_bytes,
+        timeout_s=deps.completions.timeout_s,
+    )
+    app.add_api_route("/v1/embeddings", embeddings.embeddings, methods=["POST"])
+    register_ollama(app, OllamaApi(deps.registry, deps.completions, embeddings))
+    if deps.metrics is not None:
+        app.add_middleware(MetricsMiddleware, metrics=deps.metrics)
+        endpoint = metrics_endpoint(deps.metrics.registry)
+        app.add_api_route("/metrics", endpoint, methods=["GET"], include_in_schema=False)
     return app

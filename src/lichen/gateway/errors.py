@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def error_response(error: LichenError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.openai_body(), status_code=error.http_status, headers=headers)
+    merged = error.headers | (headers or {})
+    return JSONResponse(error.openai_body(), status_code=error.http_status, headers=merged or None)
 
 
 def from_validation(exc: ValidationError | RequestValidationError) -> LichenError:
@@ -29,14 +32,27 @@ def from_validation(exc: ValidationError | RequestValidationError) -> LichenErro
         return LichenError(
             ErrorCode.INVALID_JSON, "We could not parse the JSON body of your request."
         )
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
+    param = _param(first.get("loc", ()))
+    # A union (``str | list[str]``) reports one error per member; a type mismatch
+    # with one member says less than a real problem with another (too many items).
+    same = [e for e in errors if _param(e.get("loc", ())) == param]
+    first = next((e for e in same if not str(e.get("type")).endswith("_type")), first)
     message = str(first.get("msg", "invalid value"))
     if first.get("type") == "missing":
         message = f"Missing required parameter: '{param}'."
     elif param:
         message = f"Invalid value for '{param}': {message}"
     return LichenError(ErrorCode.INVALID_REQUEST, message, param=param)
+
+
+# pydantic puts the member of a union in the error location ("str", "list[str]",
+# "TextPart"); OpenAI names just the parameter.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|bytes|none|[A-Z]\w*|.*\[.*\])$")
+
+
+def _param(loc: Iterable[int | str]) -> str | None:
+    parts = [str(p) for p in loc if p != "body" and not _UNION_MEMBER.match(str(p))]
+    return ".".join(parts) or None
 
 
 _STATUS_CODES = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -48,11 +49,21 @@ class ResponseShape:
 
     # --- non-streaming ---
 
-    def full(self, text: str, finish_reason: str, usage: Usage) -> dict[str, Any]:
+    def full(
+        self,
+        text: str,
+        finish_reason: str,
+        usage: Usage,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         if self.kind == "chat":
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tool_calls:
+                message["content"] = text or None
+                message["tool_calls"] = tool_calls
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
@@ -88,6 +99,11 @@ class ResponseShape:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
         return sse(self._chunk(choice))
 
+    def tool_calls_chunk(self, tool_calls_json: str) -> bytes:
+        """A chat delta carrying tool calls exactly as the engine streamed them."""
+        delta = {"tool_calls": json.loads(tool_calls_json)}
+        return sse(self._chunk({"index": 0, "delta": delta, "finish_reason": None}))
+
     def finish_chunk(self, finish_reason: str) -> bytes:
         if self.kind == "chat":
             choice: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": finish_reason}
@@ -99,3 +115,27 @@ class ResponseShape:
         body = self._chunk(None)
         body["usage"] = usage_body(usage)
         return sse(body)
+
+
+def merge_tool_calls(deltas: list[str]) -> list[dict[str, Any]]:
+    """Whole tool calls from streamed ``tool_calls`` deltas (JSON texts), merged by index.
+
+    The first delta of a call carries its id, type and function name; later ones
+    append to ``function.arguments``.
+    """
+    calls: dict[int, dict[str, Any]] = {}
+    for raw in deltas:
+        for part in json.loads(raw):
+            index = int(part.get("index", len(calls)))
+            call = calls.setdefault(
+                index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            if part.get("id"):
+                call["id"] = part["id"]
+            if part.get("type"):
+                call["type"] = part["type"]
+            function = part.get("function") or {}
+            if function.get("name"):
+                call["function"]["name"] = function["name"]
+            call["function"]["arguments"] += function.get("arguments") or ""
+    return [calls[i] for i in sorted(calls)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lichen.errors import ErrorCode, LichenError
 from lichen.wire.messages import ChatMessage, GenerationRequest, SamplingParams
@@ -82,6 +82,8 @@ class ChatCompletionRequest(_Common):
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     response_format: dict[str, Any] | None = None
+    tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
     @field_validator("response_format")
     @classmethod
@@ -90,25 +92,25 @@ class ChatCompletionRequest(_Common):
             raise ValueError("response_format.type must be text, json_object or json_schema")
         return value
 
-    @model_validator(mode="after")
-    def _tools(self) -> ChatCompletionRequest:
-        extra = self.model_extra or {}
-        if extra.get("tools"):
-            raise LichenError(
-                ErrorCode.INVALID_REQUEST,
-                "tools are not supported by the models this network serves",
-                param="tools",
-            )
-        return self
+    @field_validator("tools")
+    @classmethod
+    def _tool_shape(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for tool in value or ():
+            if tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
+                raise ValueError("each tool must be {'type': 'function', 'function': {...}}")
+        return value
+
+    @property
+    def wants_tools(self) -> bool:
+        """Whether answering needs a model that takes tools (``tool_choice: none`` does not)."""
+        return bool(self.tools) and self.tool_choice != "none"
 
     def to_wire(self, model: str) -> GenerationRequest:
         limit = self.max_completion_tokens or self.max_tokens
         return GenerationRequest(
             kind="chat",
             model=model,
-            messages=[
-                ChatMessage(role=m.role, content=m.text(), name=m.name) for m in self.messages
-            ],
+            messages=[_wire_message(m) for m in self.messages],
             params=SamplingParams(
                 max_tokens=limit,
                 temperature=self.temperature,
@@ -118,8 +120,27 @@ class ChatCompletionRequest(_Common):
                 response_format=json.dumps(self.response_format) if self.response_format else None,
                 presence_penalty=self.presence_penalty,
                 frequency_penalty=self.frequency_penalty,
+                tools=json.dumps(self.tools) if self.wants_tools else None,
+                tool_choice=(
+                    json.dumps(self.tool_choice)
+                    if self.wants_tools and self.tool_choice is not None
+                    else None
+                ),
             ),
         )
+
+
+def _wire_message(m: Message) -> ChatMessage:
+    extra = m.model_extra or {}
+    calls = extra.get("tool_calls")
+    call_id = extra.get("tool_call_id")
+    return ChatMessage(
+        role=m.role,
+        content=m.text(),
+        name=m.name,
+        tool_calls=json.dumps(calls) if isinstance(calls, list) and calls else None,
+        tool_call_id=str(call_id) if call_id else None,
+    )
 
 
 class CompletionRequest(_Common):

@@ -18,21 +18,26 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from lichen.engines.base import Engine
+from lichen.engines.base import Engine, WatchesModels
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.store import Identity
 from lichen.node.jobs import JobRunner
+from lichen.privacy.node_side import NodePrivacy
 from lichen.transport.handshake import client_handshake
 from lichen.transport.link import ClientLink, Link, LinkClosed
 from lichen.wire.codec import MAX_FRAME_BYTES
 from lichen.wire.manifest import sign_manifest
 from lichen.wire.messages import (
+    EmbedStart,
     Error,
     Heartbeat,
     JobCancel,
     JobCredit,
+    JobEnd,
     JobError,
     JobStart,
+    Manifest,
+    ModelInfo,
     Probe,
 )
 
@@ -41,11 +46,17 @@ log = logging.getLogger(__name__)
 # Identity problems will not fix themselves by retrying.
 FATAL_CODES = {
     ErrorCode.IDENTITY_REVOKED,
+    ErrorCode.IDENTITY_UNKNOWN,
     ErrorCode.INVITE_INVALID,
     ErrorCode.IDENTITY_EXPIRED,
     ErrorCode.UNSUPPORTED_VERSION,
     ErrorCode.MANIFEST_INVALID,
+    ErrorCode.POLICY_FORBIDS,  # this node's settings refuse the network's policy
 }
+
+
+# While the operator has not approved this node, ask again this often at most.
+PENDING_RETRY_S = 3.0
 
 
 @dataclass
@@ -57,6 +68,9 @@ class NodeConfig:
     trust: str = "community"
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
+    refuse_policies: tuple[str, ...] = ()  # network policies this node will not serve
+    telemetry: bool = False  # the operator opted in to sending counters
+    telemetry_interval_s: float = 60.0
 
 
 class NodeAgent:
@@ -67,11 +81,21 @@ class NodeAgent:
         self.engine = engine
         self.config = config
         self.runner = JobRunner(engine)
+        self.privacy = NodePrivacy(
+            refuse=config.refuse_policies,
+            telemetry=config.telemetry,
+            telemetry_interval_s=config.telemetry_interval_s,
+        )
         self.connected = asyncio.Event()
         self.draining = False
         self.fatal: LichenError | None = None
+        self.pending = False  # the tracker holds this node for the operator's approval
         self._link: Link | None = None
         self._stopping = False
+        self._models_changed = asyncio.Event()
+        self._sent_models: list[ModelInfo] | None = None
+        if isinstance(engine, WatchesModels):
+            engine.on_models_changed(self._models_changed.set)
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until stopped or refused for good."""
@@ -82,19 +106,28 @@ class NodeAgent:
                 delay = self.config.backoff_initial_s
             except LichenError as error:
                 if error.code in FATAL_CODES:
-                    log.error("tracker refused this node: %s", error.message)
+                    if error.code is not ErrorCode.POLICY_FORBIDS:  # that one is ours
+                        log.error("tracker refused this node: %s", error.message)
                     self.fatal = error
                     return
-                log.warning("link to tracker failed: %s", error.message)
+                if error.code is ErrorCode.MEMBERSHIP_PENDING:
+                    if not self.pending:
+                        log.warning("%s", error.message)
+                    self.pending = True
+                else:
+                    log.warning("link to tracker failed: %s", error.message)
             except (OSError, LinkClosed, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                 log.info("tracker unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
             finally:
+                if self.connected.is_set():  # a session ran: reconnect quickly
+                    delay = self.config.backoff_initial_s
                 self.connected.clear()
                 self._link = None
             if self._stopping:
                 break
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
-            delay = min(delay * 2, self.config.backoff_max_s)
+            cap = self.config.backoff_max_s
+            delay = min(delay * 2, min(cap, PENDING_RETRY_S) if self.pending else cap)
 
     async def _session(self) -> None:
         async with connect(
@@ -115,27 +148,46 @@ class NodeAgent:
             )
             if self.config.network_key is None:
                 self.config.network_key = network_key  # pin it for reconnects
-            await link.send(
-                sign_manifest(
-                    self.identity.device_key,
-                    name=self.config.name,
-                    peer_id=self.identity.peer_id,
-                    models=self.engine.models(),
-                    engines=[self.engine.kind],
-                    trust=self.config.trust,
-                )
-            )
+            self.privacy.accept(welcome.policy, network_key)  # may refuse the network
+            await link.send(self._manifest())
             self._link = link
             self.connected.set()
+            self.pending = False
             log.info("joined tracker %s as %s", self.config.tracker_url, self.identity.peer_id)
             beat = asyncio.create_task(self._heartbeats(link, welcome.heartbeat_s))
+            watch = asyncio.create_task(self._watch_models(link))
+            tele = asyncio.create_task(self.privacy.telemetry_loop(link.send, self.engine))
             try:
                 await self._read(link)
             finally:
-                beat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await beat
+                for task in (beat, watch, tele):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 self.runner.cancel_all()
+
+    def _manifest(self) -> Manifest:
+        """The node's signed manifest for the models its engine serves right now."""
+        models = self.engine.models()
+        self._sent_models = models
+        return sign_manifest(
+            self.identity.device_key,
+            name=self.config.name,
+            peer_id=self.identity.peer_id,
+            models=models,
+            engines=sorted({m.engine for m in models}) or [self.engine.kind],
+            trust=self.config.trust,
+        )
+
+    async def _watch_models(self, link: Link) -> None:
+        """Re-send a signed manifest whenever the engine's model list changes."""
+        while True:
+            await self._models_changed.wait()
+            self._models_changed.clear()
+            if self.engine.models() != self._sent_models:
+                log.info("the engine's models changed; sending a new manifest")
+                with contextlib.suppress(LinkClosed):
+                    await link.send(self._manifest())
 
     async def _read(self, link: Link) -> None:
         handlers: dict[type[Any], Callable[[Any], Awaitable[None]]] = {
@@ -143,6 +195,7 @@ class NodeAgent:
             Probe: self._on_probe,
             JobCredit: self._on_credit,
             JobCancel: self._on_cancel,
+            EmbedStart: self._on_embed,
             Error: self._on_error,
         }
         while True:
@@ -156,6 +209,8 @@ class NodeAgent:
         link = self._link
         if link is None:
             raise LinkClosed("not connected")
+        if isinstance(msg, JobEnd):
+            self.privacy.counters.job_finished(msg.usage.completion_tokens)
         await link.send(msg)
 
     async def _on_job_start(self, msg: JobStart) -> None:
@@ -167,6 +222,16 @@ class NodeAgent:
             )
             return
         self.runner.start(msg, self._send)
+
+    async def _on_embed(self, msg: EmbedStart) -> None:
+        if self.draining:
+            await self._send(
+                JobError(
+                    job_id=msg.job_id, code=ErrorCode.NO_CAPACITY.value, message="node is draining"
+                )
+            )
+            return
+        self.runner.start_embed(msg, self._send)
 
     async def _on_probe(self, msg: Probe) -> None:
         await self._on_job_start(
@@ -196,6 +261,8 @@ class NodeAgent:
         if link is None:
             return
         load = self.engine.load()
+        if self._sent_models is not None and self.engine.models() != self._sent_models:
+            self._models_changed.set()  # an engine that changed without telling us
         with contextlib.suppress(LinkClosed):
             await link.send(
                 Heartbeat(

@@ -6,11 +6,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from lichen.engines.base import Delta, Engine, Finish
+from lichen.engines.base import Delta, Embedder, Engine, Finish
 from lichen.errors import ErrorCode, LichenError
 from lichen.transport.link import LinkClosed
-from lichen.wire.messages import JobChunk, JobEnd, JobError, JobStart, Message
+from lichen.wire.messages import (
+    EmbedResult,
+    EmbedStart,
+    JobChunk,
+    JobEnd,
+    JobError,
+    JobStart,
+    Message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +36,62 @@ class Job:
         self.task: asyncio.Task[None] | None = None
 
 
+@dataclass
+class RunnerStats:
+    """Counters since start, for the node's metrics (numbers only, never content)."""
+
+    jobs_ok: int = 0
+    jobs_failed: int = 0
+    jobs_cancelled: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    embeddings: int = 0
+
+
 class JobRunner:
     """Owns the node's running jobs: start, credit, cancel, drain."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.jobs: dict[str, Job] = {}
+        self.embeds: dict[str, asyncio.Task[None]] = {}
+        self.stats = RunnerStats()
         self._idle = asyncio.Event()
         self._idle.set()
 
     def __len__(self) -> int:
-        return len(self.jobs)
+        return len(self.jobs) + len(self.embeds)
+
+    def start_embed(self, msg: EmbedStart, send: Send) -> None:
+        self._idle.clear()
+        self.embeds[msg.job_id] = asyncio.create_task(
+            self._embed(msg, send), name=f"embed-{msg.job_id[:8]}"
+        )
+
+    async def _embed(self, msg: EmbedStart, send: Send) -> None:
+        try:
+            if not isinstance(self.engine, Embedder):
+                raise LichenError(
+                    ErrorCode.INVALID_REQUEST, "this node cannot produce embeddings", param="model"
+                )
+            result = await self.engine.embed(msg.request)
+            self.stats.embeddings += len(result.vectors)
+            self.stats.tokens_in += result.usage.prompt_tokens
+            await send(EmbedResult(job_id=msg.job_id, vectors=result.vectors, usage=result.usage))
+        except asyncio.CancelledError:
+            pass
+        except LinkClosed:
+            pass
+        except LichenError as error:
+            self.stats.jobs_failed += 1
+            with contextlib.suppress(LinkClosed, LichenError):
+                await send(
+                    JobError(job_id=msg.job_id, code=error.code.value, message=error.message)
+                )
+        finally:
+            self.embeds.pop(msg.job_id, None)
+            if not self.jobs and not self.embeds:
+                self._idle.set()
 
     def start(self, msg: JobStart, send: Send) -> None:
         job = Job(msg)
@@ -55,9 +109,12 @@ class JobRunner:
         job = self.jobs.get(job_id)
         if job is not None and job.task is not None:
             job.task.cancel()
+        embed = self.embeds.get(job_id)
+        if embed is not None:
+            embed.cancel()
 
     def cancel_all(self) -> None:
-        for job_id in list(self.jobs):
+        for job_id in [*self.jobs, *self.embeds]:
             self.cancel(job_id)
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
@@ -73,21 +130,32 @@ class JobRunner:
                 if isinstance(event, Delta):
                     await job.credit.acquire()
                     await send(
-                        JobChunk(job_id=job.id, seq=seq, text=event.text, tokens=event.tokens)
+                        JobChunk(
+                            job_id=job.id,
+                            seq=seq,
+                            text=event.text,
+                            tokens=event.tokens,
+                            tool_calls=event.tool_calls,
+                        )
                     )
                     seq += 1
                 elif isinstance(event, Finish):
                     await send(
                         JobEnd(job_id=job.id, finish_reason=event.finish_reason, usage=event.usage)
                     )
+                    self.stats.jobs_ok += 1
+                    self.stats.tokens_in += event.usage.prompt_tokens
+                    self.stats.tokens_out += event.usage.completion_tokens
         except asyncio.CancelledError:
-            pass  # cancelled by the tracker or by shutdown; the engine stops below
+            self.stats.jobs_cancelled += 1  # by the tracker or by shutdown; the engine stops below
         except LinkClosed:
             pass  # the tracker is gone; it resumes the job elsewhere
         except LichenError as error:
+            self.stats.jobs_failed += 1
             with contextlib.suppress(LinkClosed):
                 await send(JobError(job_id=job.id, code=error.code.value, message=error.message))
         except Exception:
+            self.stats.jobs_failed += 1
             log.exception("job %s failed", job.id)
             with contextlib.suppress(LinkClosed):
                 await send(
@@ -98,5 +166,5 @@ class JobRunner:
         finally:
             await events.aclose()
             self.jobs.pop(job.id, None)
-            if not self.jobs:
+            if not self.jobs and not self.embeds:
                 self._idle.set()

@@ -19,13 +19,15 @@ import msgspec
 
 from lichen.engines.base import Delta, EngineEvent, Finish
 from lichen.errors import ErrorCode, LichenError
+from lichen.routing.capabilities import supports
 from lichen.routing.scheduler import Scheduler
 from lichen.tracker.connection import JobStream
 from lichen.wire.messages import GenerationRequest, Usage
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = {ErrorCode.NODE_FAILED, ErrorCode.NO_CAPACITY}
+# Failures of one node, not of the request: another node may well succeed.
+RETRYABLE = {ErrorCode.NODE_FAILED, ErrorCode.NO_CAPACITY, ErrorCode.ENGINE_ERROR}
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Router:
 
     def __init__(self, scheduler: Scheduler, *, max_attempts: int = 4) -> None:
         self.scheduler = scheduler
+        self.reputation = scheduler.reputation
         self.max_attempts = max_attempts
 
     async def stream(
@@ -61,13 +64,18 @@ class Router:
             if job is None:
                 raise last_error
             trace.nodes.append(job.peer_id)
+            started = time.perf_counter()
+            ttft_s: float | None = None
             try:
                 async for event in job:
                     if isinstance(event, Delta):
+                        if ttft_s is None:
+                            ttft_s = time.perf_counter() - started
                         sent_text.append(event.text)
                         sent_tokens += event.tokens
                         yield event
                     else:
+                        self.reputation.job_succeeded(job.peer_id, ttft_s)
                         yield _merged_finish(
                             event, sent_tokens, resumed=bool(attempt_request.continuation)
                         )
@@ -75,6 +83,8 @@ class Router:
             except LichenError as error:
                 if error.code not in RETRYABLE:
                     raise
+                if error.code is ErrorCode.NODE_FAILED:
+                    self.reputation.job_failed(job.peer_id)
                 last_error = error
                 if sent_tokens:
                     trace.resumes += 1
@@ -89,7 +99,11 @@ class Router:
     async def _start(
         self, request: GenerationRequest, tried: set[str], deadline_s: float
     ) -> JobStream | None:
-        for conn in self.scheduler.candidates(request.model, exclude=tried):
+        for conn in self.scheduler.candidates(
+            request.model, exclude=tried, privacy_class=request.privacy_class
+        ):
+            if request.params.tools and not supports(conn, request.model, "tools"):
+                continue  # this node's engine for the model cannot take tools
             tried.add(conn.peer_id)
             with contextlib.suppress(LichenError):
                 return await conn.start_job(

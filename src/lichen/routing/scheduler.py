@@ -1,60 +1,122 @@
-"""Choosing a node: candidates by model and health, ranked by expected time to first token."""
+"""Choosing a node: candidates by model, health and free slots, ranked by expected TTFT.
+
+A decision must stay cheap on a network of thousands of nodes, so the scheduler
+never scores every server of a model: when more than :data:`SAMPLE_SIZE` nodes
+serve it, it scores a random sample of that many ("power of d choices"), which
+spreads load nearly as well as a full scan at a constant cost. Smaller networks
+are scanned exhaustively, so there the choice is exact.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+import time
+from collections.abc import Callable, Collection, Iterable
 
 from lichen.errors import ErrorCode, LichenError
+from lichen.routing.reputation import EwmaReputation, Reputation
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
 
 AUTO_MODEL = "auto"
+SAMPLE_SIZE = 32
 TYPICAL_ANSWER_TOKENS = 128
+DEFAULT_TOKENS_PER_S = 50.0
+FAILURE_COST_S = 5.0  # what a failed job costs the client (detection, failover, re-prefill)
+STALE_AFTER_S = 5.0  # no frame for this long: not a candidate (the watchdog drops it soon)
 
 
-def expected_ttft_s(conn: NodeConnection, model: str) -> float:
-    """A cheap estimate of how long a new job would wait for its first token.
+def expected_ttft_s(
+    conn: NodeConnection, model: str, reputation: Reputation | None = None
+) -> float:
+    """A cheap estimate of how long a new job on ``conn`` would wait for its first token.
 
     A free slot answers at once; past the slots, each job ahead costs about one
-    typical answer at the node's measured speed. Failures inflate the estimate
-    so that flaky nodes lose ties.
+    typical answer at the node's measured speed. A node whose TTFT was measured
+    (the reputation's EWMA, which includes the link's round trip and prompt
+    processing) adds it, scaled up by the share of its slots that are busy, since
+    batched slots share the hardware. Failures inflate the estimate so that flaky
+    nodes lose ties; an unmeasured idle node scores 0, so new nodes get tried.
     """
     st = conn.state
-    slots = sum(m.slots for m in st.manifest.models if m.name == model) or 1
-    ahead = max(0, st.inflight - slots + 1)
-    speed = st.tokens_per_s or 50.0
+    slots = st.slots.get(model, 1)
+    busy = st.inflight + st.queue_depth
+    ahead = max(0, busy - slots + 1)
+    speed = st.tokens_per_s or DEFAULT_TOKENS_PER_S
+    measured = reputation.ttft_s(conn.peer_id) if reputation is not None else None
+    base = (measured or 0.0) * (1.0 + busy / slots)
     wait = ahead * TYPICAL_ANSWER_TOKENS / speed
     reliability = (st.served + 1) / (st.served + st.failures + 1)
-    return (wait + 0.001 * st.inflight) / reliability
+    return (base + wait + 0.001 * busy) / reliability
 
 
 class Scheduler:
     """Ranks the registry's nodes for a request."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        reputation: Reputation | None = None,
+        *,
+        sample_size: int = SAMPLE_SIZE,
+        rng: random.Random | None = None,
+    ) -> None:
         self.registry = registry
+        self.reputation: Reputation = reputation if reputation is not None else EwmaReputation()
+        self.sample_size = sample_size
+        self._rng = rng or random.Random()
+        # Privacy class -> trust levels allowed to serve it (the network policy's
+        # privacy_classes); None: every node may serve every request.
+        self.trust_for: Callable[[str], Collection[str]] | None = None
 
     def resolve_model(self, requested: str) -> str:
         """Map ``auto`` to the model most nodes serve; check the others exist."""
-        counts = self.registry.model_counts()
         if requested == AUTO_MODEL:
-            if not counts:
+            model = self.registry.most_served_model()
+            if model is None:
                 raise LichenError(ErrorCode.NO_CAPACITY, "no node is serving any model right now")
-            return max(sorted(counts), key=lambda name: counts[name])
-        if requested not in counts:
+            return model
+        if not self.registry.has_model(requested):
             raise LichenError(
                 ErrorCode.MODEL_NOT_FOUND,
                 f"The model `{requested}` does not exist or no node serves it",
                 param="model",
             )
+        if all(c.state.draining for c in self.registry.serving(requested)):
+            raise LichenError(
+                ErrorCode.NO_CAPACITY, f"every node serving `{requested}` is shutting down"
+            )
         return requested
 
-    def candidates(self, model: str, exclude: Iterable[str] = ()) -> list[NodeConnection]:
-        """Healthy nodes serving ``model``, best first."""
+    def score(self, conn: NodeConnection, model: str) -> float:
+        """Lower is better: expected TTFT inflated by distrust, plus the expected cost of a
+        failure (a failover or resume) weighted by how likely reputation says one is."""
+        trust = self.reputation.score(conn.peer_id)
+        expected = expected_ttft_s(conn, model, self.reputation)
+        return expected / trust + (1.0 - trust) * FAILURE_COST_S
+
+    def candidates(
+        self, model: str, exclude: Iterable[str] = (), privacy_class: str = ""
+    ) -> list[NodeConnection]:
+        """Healthy nodes serving ``model``, best first (at most ``sample_size`` of them);
+        with a ``privacy_class``, only nodes whose granted trust level may serve it."""
+        servers = self.registry.serving(model)
+        if privacy_class and self.trust_for is not None:
+            allowed = self.trust_for(privacy_class)
+            servers = [c for c in servers if c.peer.trust in allowed]
+        if len(servers) > self.sample_size:
+            pool = self._rng.sample(servers, self.sample_size)
+        else:
+            pool = list(servers)
         skip = set(exclude)
-        nodes = [
+        fresh_after = time.monotonic() - STALE_AFTER_S
+        healthy = [
             c
-            for c in self.registry.serving(model)
-            if not c.state.draining and c.peer_id not in skip
+            for c in pool
+            if not c.state.draining
+            and not c.closed
+            and c.state.last_seen >= fresh_after
+            and c.peer_id not in skip
         ]
-        return sorted(nodes, key=lambda c: expected_ttft_s(c, model))
+        # Ties (e.g. idle nodes with no history) go to the node used least recently.
+        return sorted(healthy, key=lambda c: (self.score(c, model), c.state.last_job))

@@ -8,7 +8,16 @@ audits and retention sweeps can work from the rows alone. Migrations under
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Integer, MetaData, String, false
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 REQUEST_METADATA = "request_metadata"
@@ -104,9 +113,82 @@ class MemberRow(Base):
     )
 
 
+PROMPT_DATA = "prompt"
+COMPLETION_DATA = "completion"
+TELEMETRY_DATA = "telemetry"
+REQUEST_ID_MAX = 64
+SUBJECT_MAX = 64
+
+
+class PromptLog(Base):
+    """A prompt kept because the policy says so (``dataset`` logging or a public feed post)."""
+
+    __tablename__ = "prompt_log"
+    __table_args__ = (CheckConstraint(f"data_class = '{PROMPT_DATA}'", name="data_class"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(REQUEST_ID_MAX), index=True, unique=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # unix epoch, milliseconds
+    subject: Mapped[str | None] = mapped_column(String(SUBJECT_MAX), index=True)  # pseudonymous
+    deletion_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the deletion token
+    public: Mapped[bool] = mapped_column(default=False, server_default=false())  # feed post
+    model: Mapped[str] = mapped_column(String(MODEL_NAME_MAX))
+    kind: Mapped[str] = mapped_column(String(16))  # "chat" or "completion"
+    text: Mapped[str] = mapped_column(Text)  # JSON messages (chat) or the prompt (completion)
+    data_class: Mapped[str] = mapped_column(
+        String(32), default=PROMPT_DATA, server_default=PROMPT_DATA
+    )
+
+
+class CompletionLog(Base):
+    """The answer to a logged prompt (same request id)."""
+
+    __tablename__ = "completion_log"
+    __table_args__ = (CheckConstraint(f"data_class = '{COMPLETION_DATA}'", name="data_class"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(REQUEST_ID_MAX), index=True, unique=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    subject: Mapped[str | None] = mapped_column(String(SUBJECT_MAX), index=True)
+    deletion_hash: Mapped[str] = mapped_column(String(64))
+    public: Mapped[bool] = mapped_column(default=False, server_default=false())
+    finish_reason: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    data_class: Mapped[str] = mapped_column(
+        String(32), default=COMPLETION_DATA, server_default=COMPLETION_DATA
+    )
+
+
+class TelemetryLog(Base):
+    """Counters a node opted in to send; never content, never addresses."""
+
+    __tablename__ = "telemetry_log"
+    __table_args__ = (CheckConstraint(f"data_class = '{TELEMETRY_DATA}'", name="data_class"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    peer_id: Mapped[str] = mapped_column(String(PEER_ID_MAX))
+    requests: Mapped[int | None] = mapped_column(BigInteger)
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    models: Mapped[str | None] = mapped_column(String(1000))  # comma-separated model names
+    uptime_s: Mapped[int | None] = mapped_column(BigInteger)
+    data_class: Mapped[str] = mapped_column(
+        String(32), default=TELEMETRY_DATA, server_default=TELEMETRY_DATA
+    )
+
+
 # Table name -> the privacy data class its rows hold. Every table in Base.metadata appears.
 TABLE_DATA_CLASS: dict[str, str] = {
     RequestLog.__tablename__: REQUEST_METADATA,
     InviteRow.__tablename__: MEMBERSHIP_DATA,
     MemberRow.__tablename__: MEMBERSHIP_DATA,
+    PromptLog.__tablename__: PROMPT_DATA,
+    CompletionLog.__tablename__: COMPLETION_DATA,
+    TelemetryLog.__tablename__: TELEMETRY_DATA,
 }
+
+# Feature modules that declare their tables on Base (imported last: they import Base).
+from lichen.storage import accounts_tables  # noqa: E402
+
+TABLE_DATA_CLASS.update(accounts_tables.ACCOUNTS_DATA_CLASS)

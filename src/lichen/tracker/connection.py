@@ -22,7 +22,11 @@ from lichen.engines.base import Delta, EngineEvent, Finish
 from lichen.errors import ErrorCode, LichenError
 from lichen.transport.handshake import Peer
 from lichen.transport.link import Link, LinkClosed
+from lichen.wire.manifest import verify_manifest
 from lichen.wire.messages import (
+    EmbeddingRequest,
+    EmbedResult,
+    EmbedStart,
     Error,
     GenerationRequest,
     Heartbeat,
@@ -32,8 +36,11 @@ from lichen.wire.messages import (
     JobEnd,
     JobError,
     JobStart,
+    Manifest,
     ManifestBody,
     Message,
+    ModelInfo,
+    Telemetry,
 )
 
 log = logging.getLogger(__name__)
@@ -55,9 +62,28 @@ class NodeState:
     connected_at: float = field(default_factory=time.time)
     served: int = 0
     failures: int = 0
+    last_job: float = 0.0  # monotonic time the tracker last started a job here
+    slots: dict[str, int] = field(init=False)  # model name -> parallel slots, from the manifest
+
+    def __post_init__(self) -> None:
+        self.slots = {}
+        for m in self.manifest.models:
+            self.slots[m.name] = self.slots.get(m.name, 0) + max(1, m.slots)
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.slots)
 
     def serves(self, model: str) -> bool:
-        return any(m.name == model for m in self.manifest.models)
+        return model in self.slots
+
+    def set_manifest(self, manifest: ManifestBody) -> None:
+        """A newer signed manifest from the same node (e.g. its model list changed)."""
+        self.manifest = manifest
+        self.__post_init__()
+
+    def model_info(self, model: str) -> ModelInfo | None:
+        return next((m for m in self.manifest.models if m.name == model), None)
 
 
 class _Lost:
@@ -101,7 +127,7 @@ class JobStream:
             if self._owed >= self._window // 2:
                 owed, self._owed = self._owed, 0
                 await self.conn.send_quietly(JobCredit(job_id=self.job_id, n=owed))
-            return Delta(msg.text, msg.tokens)
+            return Delta(msg.text, msg.tokens, msg.tool_calls)
         self._finish()
         if isinstance(msg, JobEnd):
             return Finish(msg.finish_reason, msg.usage)
@@ -138,19 +164,28 @@ class NodeConnection:
         manifest: ManifestBody,
         *,
         on_change: Callable[[NodeConnection], Awaitable[None]] | None = None,
+        on_manifest: Callable[[NodeConnection, ManifestBody], Awaitable[None]] | None = None,
+        on_telemetry: Callable[[str, Telemetry], Awaitable[None]] | None = None,
     ) -> None:
         self.link = link
         self.peer = peer
         self.state = NodeState(manifest=manifest)
         self.jobs: dict[str, JobStream] = {}
+        self.embeds: dict[str, asyncio.Future[EmbedResult]] = {}
+        self._on_manifest_change = on_manifest
+        self.closed = False
         self._on_change = on_change
         self._handlers: dict[type[Any], Callable[[Any], Awaitable[None]]] = {
             JobChunk: self._on_job_message,
             JobEnd: self._on_job_message,
-            JobError: self._on_job_message,
+            JobError: self._on_job_error,
             Heartbeat: self._on_heartbeat,
             Error: self._on_error,
+            Manifest: self._on_manifest,
+            EmbedResult: self._on_embed_result,
+            Telemetry: self._on_telemetry,
         }
+        self._telemetry_sink = on_telemetry
 
     @property
     def peer_id(self) -> str:
@@ -168,10 +203,13 @@ class NodeConnection:
     async def start_job(
         self, request: GenerationRequest, *, deadline_ms: int, window: int = DEFAULT_WINDOW
     ) -> JobStream:
+        if self.closed:
+            raise LichenError(ErrorCode.NODE_FAILED, "the node disconnected")
         job_id = uuid.uuid4().hex
         stream = JobStream(self, job_id, window)
         self.jobs[job_id] = stream
         self.state.inflight += 1
+        self.state.last_job = time.monotonic()
         try:
             await self.link.send(
                 JobStart(job_id=job_id, request=request, deadline_ms=deadline_ms, window=window)
@@ -196,9 +234,72 @@ class NodeConnection:
         except LinkClosed:
             pass
         finally:
-            for stream in list(self.jobs.values()):
-                stream._deliver(_LOST)
-            self.jobs.clear()
+            self.lost()
+
+    def lost(self) -> None:
+        """The node is gone (link closed, heartbeats missed, revoked): fail its open jobs."""
+        self.closed = True
+        for stream in list(self.jobs.values()):
+            stream._deliver(_LOST)
+        self.jobs.clear()
+        for waiter in self.embeds.values():
+            if not waiter.done():
+                waiter.set_exception(
+                    LichenError(ErrorCode.NODE_FAILED, "the serving node disconnected")
+                )
+        self.embeds.clear()
+
+    async def embed(self, request: EmbeddingRequest, *, deadline_ms: int) -> EmbedResult:
+        """Ask the node for embeddings and wait for its answer (or its failure)."""
+        if self.closed:
+            raise LichenError(ErrorCode.NODE_FAILED, "the node disconnected")
+        job_id = uuid.uuid4().hex
+        waiter: asyncio.Future[EmbedResult] = asyncio.get_running_loop().create_future()
+        self.embeds[job_id] = waiter
+        self.state.inflight += 1
+        try:
+            try:
+                await self.link.send(
+                    EmbedStart(job_id=job_id, request=request, deadline_ms=deadline_ms)
+                )
+            except LinkClosed as exc:
+                raise LichenError(ErrorCode.NODE_FAILED, "the node disconnected") from exc
+            return await waiter
+        finally:
+            self.state.inflight -= 1
+            if self.embeds.pop(job_id, None) is not None and not waiter.done():
+                await self.send_quietly(JobCancel(job_id=job_id, reason="client"))
+
+    async def _on_embed_result(self, msg: EmbedResult) -> None:
+        waiter = self.embeds.get(msg.job_id)
+        if waiter is not None and not waiter.done():
+            self.state.served += 1
+            waiter.set_result(msg)
+
+    async def _on_telemetry(self, msg: Telemetry) -> None:
+        """Counters from a node that opted in; the sink stores them only if the policy allows."""
+        if self._telemetry_sink is not None:
+            await self._telemetry_sink(self.peer_id, msg)
+
+    async def _on_job_error(self, msg: JobError) -> None:
+        waiter = self.embeds.get(msg.job_id)
+        if waiter is None:
+            await self._on_job_message(msg)
+        elif not waiter.done():
+            self.state.failures += 1
+            waiter.set_exception(LichenError(_error_code(msg.code), msg.message))
+
+    async def _on_manifest(self, msg: Manifest) -> None:
+        """A re-signed manifest (the node's models changed), verified like the first one."""
+        body = verify_manifest(
+            msg, device_key=self.peer.certificate.device_key, peer_id=self.peer_id
+        )
+        if self._on_manifest_change is not None:
+            await self._on_manifest_change(self, body)
+        else:
+            self.state.set_manifest(body)
+        if self._on_change is not None:
+            await self._on_change(self)
 
     async def _on_job_message(self, msg: JobChunk | JobEnd | JobError) -> None:
         stream = self.jobs.get(msg.job_id)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.websockets import WebSocket
@@ -18,10 +19,10 @@ from lichen.errors import ErrorCode, LichenError
 from lichen.identity.handshake import ReplayGuard
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
-from lichen.transport.handshake import Admission, server_handshake
+from lichen.transport.handshake import Admission, Peer, server_handshake
 from lichen.transport.link import LinkClosed, ServerLink, send_error
 from lichen.wire.manifest import verify_manifest
-from lichen.wire.messages import Manifest
+from lichen.wire.messages import Manifest, ManifestBody, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,17 @@ class TrackerService:
         heartbeat_s: float = 1.0,
         missed_heartbeats: int = 3,
         policy: bytes = b"",
+        on_leave: Callable[[Peer], Awaitable[None]] | None = None,
     ) -> None:
         self.network_key = network_key
         self.admission = admission
         self.registry = registry or Registry()
+        self.on_leave = on_leave
         self.heartbeat_s = heartbeat_s
         self.dead_after_s = heartbeat_s * missed_heartbeats + 0.5
         self.policy = policy
+        # Where opted-in nodes' Telemetry goes (the privacy feature's sink); None: dropped.
+        self.telemetry: Callable[[str, Telemetry], Awaitable[None]] | None = None
         self._replay = ReplayGuard()
         self._watchdog: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -99,7 +104,14 @@ class TrackerService:
                 return
         except (LichenError, LinkClosed, TimeoutError):
             return  # already logged and answered by the handshake
-        conn = NodeConnection(link, peer, body, on_change=self._notify)
+        conn = NodeConnection(
+            link,
+            peer,
+            body,
+            on_change=self._notify,
+            on_manifest=self._manifest_changed,
+            on_telemetry=self.telemetry,
+        )
         replaced = self.registry.add(conn)
         if replaced is not None:
             await replaced.link.close(1000, "replaced by a newer connection")
@@ -111,8 +123,27 @@ class TrackerService:
             await send_error(link, error)
         finally:
             self.registry.remove(conn)
+            conn.lost()
             self._changed.set()
             await link.close()
+            if self.on_leave is not None:
+                with contextlib.suppress(Exception):  # bookkeeping must not break shutdown
+                    await self.on_leave(peer)
+
+    async def disconnect(self, peer_id: str, error: LichenError) -> bool:
+        """Tell a connected node why, then drop it at once; False if it is not connected."""
+        conn = self.registry.get(peer_id)
+        if conn is None:
+            return False
+        log.warning("disconnecting node %s: %s", peer_id, error.message)
+        self.registry.remove(conn)
+        conn.lost()
+        self._changed.set()
+        await send_error(conn.link, error)
+        return True
+
+    async def _manifest_changed(self, conn: NodeConnection, body: ManifestBody) -> None:
+        self.registry.update_manifest(conn, body)
 
     async def _notify(self, _conn: NodeConnection) -> None:
         self._changed.set()
@@ -126,4 +157,6 @@ class TrackerService:
                 if now - conn.state.last_seen > self.dead_after_s:
                     log.warning("node %s missed its heartbeats; dropping it", conn.peer_id)
                     self.registry.remove(conn)
+                    conn.lost()  # its jobs fail over now, not when the socket finally closes
+                    self._changed.set()
                     await conn.link.close(1001, "heartbeat timeout")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from lichen.routing.reputation import Reputation
 from lichen.storage.repositories import RequestLogRepository
+from lichen.tracker.api import describe_node
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
 from lichen.wire.messages import Hardware
 
 HISTORY_MINUTES = 30
-STALE_AFTER_S = 5.0
 
 
 def hardware_text(hw: Hardware) -> str:
@@ -30,51 +31,29 @@ def hardware_text(hw: Hardware) -> str:
     return " · ".join(parts) or "unknown"
 
 
-def reputation(conn: NodeConnection) -> float:
-    """Share of jobs finished without a failure, smoothed like the scheduler's reliability."""
+def fallback_reputation(conn: NodeConnection) -> float:
+    """Share of jobs finished without a failure (smoothed), when no reputation service runs."""
     st = conn.state
     return (st.served + 1) / (st.served + st.failures + 1)
 
 
-def node_state(conn: NodeConnection, now_monotonic: float) -> str:
-    st = conn.state
-    if st.draining:
-        return "draining"
-    if now_monotonic - st.last_seen > STALE_AFTER_S:
-        return "stale"
-    if st.inflight > 0 or st.queue_depth > 0:
-        return "busy"
-    return "idle"
+def node_row(conn: NodeConnection, reputation: Reputation | None = None) -> dict[str, Any]:
+    """``describe_node``'s JSON (as ``/v1/network`` shows it) plus what the dashboard draws."""
+    row = describe_node(conn, reputation)
+    slots = sum(conn.state.slots.values()) or 1
+    if row.get("reputation") is None:
+        row["reputation"] = round(fallback_reputation(conn), 3)
+    row.update(
+        hardware_text=hardware_text(conn.state.manifest.hardware),
+        model_names=[m["name"] for m in row["models"]],
+        slots_total=slots,
+        load=min(1.0, (conn.state.inflight + conn.state.queue_depth) / slots),
+    )
+    return row
 
 
-def node_row(conn: NodeConnection, now_monotonic: float, now: float) -> dict[str, Any]:
-    st = conn.state
-    manifest = st.manifest
-    slots = sum(m.slots for m in manifest.models) or 1
-    return {
-        "peer_id": conn.peer_id,
-        "name": manifest.name,
-        "hardware": hardware_text(manifest.hardware),
-        "cpu": manifest.hardware.cpu,
-        "models": [m.name for m in manifest.models],
-        "engines": list(manifest.engines),
-        "trust": manifest.trust,
-        "state": node_state(conn, now_monotonic),
-        "inflight": st.inflight,
-        "slots": slots,
-        "queue_depth": st.queue_depth,
-        "load": min(1.0, (st.inflight + st.queue_depth) / slots),
-        "tokens_per_s": round(st.tokens_per_s, 1),
-        "served": st.served,
-        "failures": st.failures,
-        "reputation": round(reputation(conn), 3),
-        "connected_s": max(0, int(now - st.connected_at)),
-    }
-
-
-def nodes(registry: Registry) -> list[dict[str, Any]]:
-    now_monotonic, now = time.monotonic(), time.time()
-    rows = [node_row(conn, now_monotonic, now) for conn in registry]
+def nodes(registry: Registry, reputation: Reputation | None = None) -> list[dict[str, Any]]:
+    rows = [node_row(conn, reputation) for conn in registry]
     return sorted(rows, key=lambda row: (row["name"], row["peer_id"]))
 
 
@@ -98,9 +77,13 @@ async def request_rates(repo: RequestLogRepository | None, now_ms: int) -> dict[
     }
 
 
-async def snapshot(registry: Registry, repo: RequestLogRepository | None) -> dict[str, Any]:
+async def snapshot(
+    registry: Registry,
+    repo: RequestLogRepository | None,
+    reputation: Reputation | None = None,
+) -> dict[str, Any]:
     now_ms = int(time.time() * 1000)
-    node_list = nodes(registry)
+    node_list = nodes(registry, reputation)
     return {
         "generated_ms": now_ms,
         "nodes": node_list,

@@ -25,6 +25,8 @@ class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     role: str  # "system" | "user" | "assistant" | "tool"
     content: str  # text content; multi-part content is flattened by the gateway
     name: str | None = None  # optional participant name
+    tool_calls: str | None = None  # assistant: the OpenAI tool_calls it made, as JSON text
+    tool_call_id: str | None = None  # tool: which tool call this message answers
 
 
 class SamplingParams(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -47,6 +49,7 @@ class GenerationRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     prompt: str = ""  # completion: the raw prompt
     params: SamplingParams = SamplingParams()
     continuation: str = ""  # text already sent to the client; the engine continues after it
+    privacy_class: str = ""  # the policy's privacy class; only nodes whose trust fits serve it
 
 
 class Usage(msgspec.Struct, frozen=True):
@@ -219,6 +222,19 @@ class EmbedResult(_Msg, tag="vectors", frozen=True):
     usage: Usage  # prompt_tokens counts the inputs; completion_tokens is 0
 
 
+class Telemetry(_Msg, tag="telemetry", frozen=True):
+    """node -> tracker, only when the node opted in: counters, never content or addresses.
+
+    A node sends only the counters the network policy lists; the others stay unset.
+    """
+
+    requests: int | None = None  # jobs finished since the node started
+    tokens: int | None = None  # tokens generated since the node started
+    tokens_per_s: float | None = None  # recent decode speed
+    models: list[str] | None = None  # names of the models the node serves
+    uptime_s: int | None = None  # seconds since the node started
+
+
 class Error(_Msg, tag="error", frozen=True):
     """Either direction: a link-level error; the sender closes afterwards."""
 
@@ -242,5 +258,6 @@ Message = (
     | Probe
     | EmbedStart
     | EmbedResult
+    | Telemetry
     | Error
 )

@@ -1,0 +1,373 @@
+"""What the network path costs: the engine in-process vs the same engine behind ``lichen up``.
+
+The same prompts, greedy, N tokens, several repetitions, run alternately (never at
+the same time) against
+
+- ``direct``: :class:`lichen.engines.llamacpp.LlamaCppEngine` (xllamacpp) in this process;
+- ``lichen``: ``lichen up`` started as a subprocess with the same model, threads, slots
+  and context, called over its OpenAI HTTP API (streaming), so each token crosses
+  llama.cpp -> node agent -> WebSocket wire -> tracker -> router -> gateway -> SSE.
+
+Prints TTFT p50/p95 and decode tokens/s for both, and their ratios, with the
+conditions (CPU, cores, threads, model, repetitions, load). Not a test: numbers only.
+
+    .venv/bin/python bench/overhead.py --reps 5 --tokens 64 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lichen.engines.base import Delta, Finish
+from lichen.engines.llamacpp import LlamaCppEngine, LlamaModelConfig
+from lichen.models import InstalledModel, ModelStore, pull
+from lichen.wire.messages import ChatMessage, GenerationRequest, SamplingParams
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS_DIR = REPO / ".cache" / "models"
+
+PROMPTS = [
+    "Write a long story about a dragon who learns to paint.",
+    "Explain in detail how a bicycle works, part by part.",
+    "Describe a walk through a busy market in a small coastal town.",
+    "Write a detailed recipe for bread, with every step explained.",
+]
+
+
+# --- measurements ---------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One request: when its first token came, when its last came, how many tokens."""
+
+    ttft_s: float
+    total_s: float
+    tokens: int
+    last_token_s: float
+
+    @property
+    def decode_tps(self) -> float:
+        """Tokens after the first, over the time they took (the steady decode rate)."""
+        span = self.last_token_s - self.ttft_s
+        return (self.tokens - 1) / span if self.tokens > 1 and span > 0 else 0.0
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linear interpolation; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def request_for(prompt: str, tokens: int) -> GenerationRequest:
+    return GenerationRequest(
+        kind="chat",
+        model="",  # filled in by the caller
+        messages=[ChatMessage(role="user", content=prompt)],
+        params=SamplingParams(max_tokens=tokens, temperature=0.0),
+    )
+
+
+async def run_direct(engine: LlamaCppEngine, model: str, prompt: str, tokens: int) -> Run:
+    request = request_for(prompt, tokens)
+    request = GenerationRequest(
+        kind=request.kind, model=model, messages=request.messages, params=request.params
+    )
+    started = time.perf_counter()
+    first = last = 0.0
+    count = 0
+    async for event in engine.generate(request):
+        now = time.perf_counter()
+        if isinstance(event, Delta) and event.text:
+            first = first or now
+            last = now
+        elif isinstance(event, Finish):
+            count = event.usage.completion_tokens
+    done = time.perf_counter()
+    return Run(first - started, done - started, count, last - started)
+
+
+async def run_http(client: httpx.AsyncClient, model: str, prompt: str, tokens: int) -> Run:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    first = last = 0.0
+    count = 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            payload = json.loads(line[6:])
+            now = time.perf_counter()
+            if payload.get("choices") and payload["choices"][0]["delta"].get("content"):
+                first = first or now
+                last = now
+            if payload.get("usage"):
+                count = payload["usage"]["completion_tokens"]
+    done = time.perf_counter()
+    return Run(first - started, done - started, count, last - started)
+
+
+# --- the two systems under test -------------------------------------------------------
+
+
+def resolve_model(spec: str, models_dir: Path) -> InstalledModel:
+    store = ModelStore(models_dir)
+    try:
+        return store.resolve(spec)
+    except Exception:
+        return pull(spec, store)
+
+
+@asynccontextmanager
+async def direct_engine(
+    model: InstalledModel, *, threads: int, batch_threads: int, parallel: int, ctx_size: int
+) -> AsyncIterator[LlamaCppEngine]:
+    engine = await LlamaCppEngine.start(
+        [
+            LlamaModelConfig(
+                name=model.name,
+                path=model.path,
+                sha256=model.sha256,
+                parallel=parallel,
+                ctx_size=ctx_size,
+                threads=threads,
+                batch_threads=batch_threads,
+            )
+        ]
+    )
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def lichen_up(
+    model: InstalledModel,
+    models_dir: Path,
+    *,
+    threads: int,
+    batch_threads: int,
+    parallel: int,
+    ctx_size: int,
+    log_level: str = "WARNING",
+) -> Iterator[str]:
+    """``lichen up`` as a subprocess with the same engine settings; yields its base URL."""
+    tmp = Path(tempfile.mkdtemp(prefix="lichen-bench-"))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LICHEN_")}
+    env |= {
+        "LICHEN_THREADS": str(threads),
+        "LICHEN_BATCH_THREADS": str(batch_threads),
+        "LICHEN_PARALLEL": str(parallel),
+        "LICHEN_CTX_SIZE": str(ctx_size),
+        "LICHEN_MODELS_DIR": str(models_dir),
+        "LICHEN_LOG_LEVEL": log_level,
+        "XDG_DATA_HOME": str(tmp / "xdg"),
+    }
+    lichen = Path(sys.executable).parent / "lichen"
+    argv = [str(lichen)] if lichen.exists() else [sys.executable, "-m", "lichen.cli.main"]
+    argv += ["up", "--port", str(port), "--data-dir", str(tmp / "data"), "--model", model.name]
+    log = (tmp / "up.log").open("wb")
+    proc = subprocess.Popen(
+        argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"lichen up exited: {(tmp / 'up.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("lichen up did not become healthy in 120 s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- conditions -----------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def conditions(args: argparse.Namespace, model: InstalledModel, extra: dict[str, Any]) -> str:
+    try:
+        import xllamacpp
+
+        xver = getattr(xllamacpp, "__version__", "?")
+    except ImportError:
+        xver = "?"
+    load = os.getloadavg()
+    lines = [
+        f"date          {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"command       {' '.join([Path(sys.executable).name, *sys.argv])}",
+        f"cpu           {cpu_model()} x {os.cpu_count()} logical cores",
+        f"load avg      {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min, at start)",
+        f"python        {platform.python_version()}  xllamacpp {xver}",
+        f"model         {model.name} ({model.path.name}, sha256 {model.sha256[:12]})",
+        f"engine        threads {args.threads}, batch threads {args.batch_threads}, "
+        f"parallel slots {args.parallel}, ctx {args.ctx_size}",
+    ]
+    lines += [f"{k:<13} {v}" for k, v in extra.items()]
+    return "\n".join(lines)
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2-135m", help="catalog name or GGUF path")
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch-threads", type=int, default=0, help="0 = same as --threads")
+    parser.add_argument("--parallel", type=int, default=8, help="parallel slots")
+    parser.add_argument("--ctx-size", type=int, default=16384)
+    parser.add_argument("--tokens", type=int, default=64, help="max_tokens per request")
+
+
+# --- the benchmark --------------------------------------------------------------------
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_engine_args(parser)
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of the prompt set")
+    args = parser.parse_args()
+    args.batch_threads = args.batch_threads or args.threads
+    model = resolve_model(args.model, args.models_dir)
+    engine_opts = {
+        "threads": args.threads,
+        "batch_threads": args.batch_threads,
+        "parallel": args.parallel,
+        "ctx_size": args.ctx_size,
+    }
+    print(
+        conditions(
+            args,
+            model,
+            {
+                "workload": f"{len(PROMPTS)} chat prompts x {args.reps} reps, greedy, "
+                f"max_tokens {args.tokens}, one request at a time, direct/lichen alternating",
+            },
+        ),
+        flush=True,
+    )
+    runs: dict[str, list[Run]] = {"direct": [], "lichen": []}
+    with lichen_up(model, args.models_dir, **engine_opts) as url:
+        async with (
+            direct_engine(model, **engine_opts) as engine,
+            httpx.AsyncClient(base_url=url, timeout=300) as client,
+        ):
+            # warm-up: first-load effects and connection set-up, not measured
+            await run_direct(engine, model.name, PROMPTS[0], 8)
+            await run_http(client, model.name, PROMPTS[0], 8)
+            for rep in range(args.reps):
+                for i, prompt in enumerate(PROMPTS):
+                    order = ["direct", "lichen"] if (rep + i) % 2 == 0 else ["lichen", "direct"]
+                    for path in order:
+                        if path == "direct":
+                            run = await run_direct(engine, model.name, prompt, args.tokens)
+                        else:
+                            run = await run_http(client, model.name, prompt, args.tokens)
+                        runs[path].append(run)
+                print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
+    print(report(runs))
+
+
+def report(runs: dict[str, list[Run]]) -> str:
+    stats = {}
+    for path, rs in runs.items():
+        ttft = [r.ttft_s * 1000 for r in rs]
+        tps = [r.decode_tps for r in rs if r.decode_tps > 0]
+        stats[path] = {
+            "n": len(rs),
+            "tokens": statistics.mean(r.tokens for r in rs),
+            "ttft_p50": pct(ttft, 50),
+            "ttft_p95": pct(ttft, 95),
+            "tps_p50": pct(tps, 50),
+            "tps_mean": statistics.mean(tps) if tps else float("nan"),
+        }
+    d, n = stats["direct"], stats["lichen"]
+    rows = [
+        f"\n{'path':<8} {'runs':>5} {'tokens':>7} {'TTFT p50':>10} {'TTFT p95':>10} "
+        f"{'decode tok/s p50':>17} {'mean':>7}"
+    ]
+    for path, s in stats.items():
+        rows.append(
+            f"{path:<8} {s['n']:>5} {s['tokens']:>7.1f} {s['ttft_p50']:>8.1f}ms "
+            f"{s['ttft_p95']:>8.1f}ms {s['tps_p50']:>17.1f} {s['tps_mean']:>7.1f}"
+        )
+    ratio = n["tps_p50"] / d["tps_p50"]
+    added = n["ttft_p50"] - d["ttft_p50"]
+    rows += [
+        "",
+        f"decode tok/s ratio lichen/direct (p50): {ratio:.3f}   target >= 0.98  "
+        f"{'MET' if ratio >= 0.98 else 'MISSED'}",
+        f"TTFT added by the network path (p50):   {added:+.1f} ms   target <= 5 ms  "
+        f"{'MET' if added <= 5 else 'MISSED'}",
+        f"TTFT ratio lichen/direct (p50):         {n['ttft_p50'] / d['ttft_p50']:.3f}   "
+        f"(p95 {n['ttft_p95'] - d['ttft_p95']:+.1f} ms)",
+        f"load avg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

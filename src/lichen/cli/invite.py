@@ -1,0 +1,160 @@
+"""``lichen invite``: create, list and revoke invites to this tracker's network.
+
+Run on the tracker's machine, against its data dir: the token is signed with the
+network key there, and its terms (roles, uses, expiry) go into the tracker's
+database, which enforces them. The token itself is printed once and not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lichen.cli._operator import (
+    TrackerDataDir,
+    fail,
+    membership,
+    operator_settings,
+    parse_duration,
+    until,
+)
+from lichen.errors import LichenError
+from lichen.identity.invites import create_invite, parse_invite
+from lichen.identity.store import load_identity, now_ms
+from lichen.roles.tracker import node_url, read_tracker_info
+from lichen.storage.membership import InviteRecord
+
+app = typer.Typer(help="Create, list and revoke invites for nodes.", no_args_is_help=True)
+
+
+@app.command("create")
+def create_command(
+    max_uses: Annotated[
+        int, typer.Option("--max-uses", min=0, help="How many nodes may join with it (0 = any).")
+    ] = 1,
+    expires: Annotated[
+        str, typer.Option("--expires", help="Lifetime, e.g. 30m, 24h, 7d, or 'never'.")
+    ] = "24h",
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="Role granted (repeatable).")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Tracker URL nodes dial (default: the running tracker's)."),
+    ] = None,
+    data_dir: TrackerDataDir = None,
+) -> None:
+    """Create an invite and print its token (share it with the node's owner)."""
+    try:
+        ttl_s = parse_duration(expires)
+    except ValueError:
+        raise fail(f"--expires: cannot read {expires!r} (try 30m, 24h, 7d or never)") from None
+    settings = operator_settings(data_dir)
+    identity = load_identity(settings.data_dir)
+    info = read_tracker_info(settings.data_dir)
+    tracker_url = (
+        url
+        or settings.public_url
+        or (info.node_url if info is not None else node_url(None, settings.host, settings.port))
+    )
+    roles = role or ["node"]
+    try:
+        token = create_invite(
+            identity.network_key,
+            tracker_url=tracker_url,
+            roles=roles,
+            max_uses=max_uses,
+            ttl_s=ttl_s,
+            now_ms=now_ms(),
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    invite = parse_invite(token)
+    record = InviteRecord(
+        id=invite.invite_id,
+        roles=tuple(invite.roles),
+        max_uses=invite.max_uses,
+        uses=0,
+        expires_ms=invite.expires_ms,
+        created_ms=invite.issued_ms,
+    )
+
+    async def store() -> None:
+        async with membership(settings) as members:
+            await members.add_invite(record)
+
+    asyncio.run(store())
+    err = Console(stderr=True)
+    uses = "unlimited uses" if not max_uses else f"{max_uses} use{'s' * (max_uses != 1)}"
+    err.print(
+        f"invite {invite.invite_id[:12]} for {', '.join(roles)}: {uses}, expires "
+        f"{until(invite.expires_ms)}, tracker {tracker_url}",
+        highlight=False,
+    )
+    err.print("join with:  lichen node --join TOKEN", highlight=False)
+    typer.echo(token)
+
+
+@app.command("list")
+def list_command(
+    data_dir: TrackerDataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List invites with their uses and state."""
+    settings = operator_settings(data_dir)
+
+    async def load() -> list[InviteRecord]:
+        async with membership(settings) as members:
+            return await members.invites()
+
+    invites = asyncio.run(load())
+    now = now_ms()
+    if as_json:
+        rows = [
+            {
+                "id": i.id,
+                "roles": list(i.roles),
+                "uses": i.uses,
+                "max_uses": i.max_uses,
+                "expires_ms": i.expires_ms,
+                "created_ms": i.created_ms,
+                "state": i.state(now),
+            }
+            for i in invites
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not invites:
+        Console(stderr=True).print("No invites yet. Create one with `lichen invite create`.")
+        return
+    table = Table("ID", "ROLES", "USES", "EXPIRES", "STATE", box=None)
+    for i in invites:
+        uses = f"{i.uses}/{i.max_uses}" if i.max_uses else f"{i.uses}/unlimited"
+        table.add_row(i.id[:12], ",".join(i.roles), uses, until(i.expires_ms, now), i.state(now))
+    Console().print(table)
+
+
+@app.command("revoke")
+def revoke_command(
+    invite_id: Annotated[str, typer.Argument(help="Invite id (or a unique prefix of it).")],
+    data_dir: TrackerDataDir = None,
+) -> None:
+    """Revoke an invite: nobody new can join with it (members it admitted stay)."""
+    settings = operator_settings(data_dir)
+
+    async def revoke() -> str:
+        async with membership(settings) as members:
+            invite = await members.find_invite(invite_id)
+            await members.revoke_invite(invite.id)
+            return invite.id
+
+    try:
+        revoked = asyncio.run(revoke())
+    except LichenError as error:
+        raise fail(error.message) from None
+    typer.echo(f"revoked invite {revoked[:12]}")

@@ -1,0 +1,139 @@
+"""``lichen network``: members, live nodes and models; approve and revoke nodes.
+
+Membership comes from the tracker's database; the live view (connected nodes,
+their load, the models they serve) from the running tracker's ``/v1/network``.
+Approving or revoking writes the database; a running tracker disconnects a
+revoked node within a second (see :mod:`lichen.tracker.revocations`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lichen.cli._operator import TrackerDataDir, ago, fail, membership, operator_settings
+from lichen.config import Settings
+from lichen.errors import LichenError
+from lichen.identity.store import now_ms
+from lichen.roles.tracker import read_tracker_info
+from lichen.storage.membership import MemberRecord, MemberStatus
+from lichen.tracker.api import NETWORK_PATH
+
+app = typer.Typer(help="Show the network; approve or revoke nodes.", no_args_is_help=True)
+
+
+def live_view(settings: Settings) -> dict[str, Any] | None:
+    """``GET /v1/network`` of the tracker running on this data dir, or None."""
+    info = read_tracker_info(settings.data_dir)
+    if info is None:
+        return None
+    try:
+        response = httpx.get(info.url + NETWORK_PATH, timeout=3.0, trust_env=False)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return body
+
+
+def _member_json(m: MemberRecord) -> dict[str, Any]:
+    return {
+        "peer_id": m.peer_id,
+        "name": m.name,
+        "trust": m.trust,
+        "status": m.status,
+        "invite_id": m.invite_id,
+        "first_seen_ms": m.first_seen_ms,
+        "last_seen_ms": m.last_seen_ms,
+    }
+
+
+@app.command("show")
+def show_command(
+    data_dir: TrackerDataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Members, connected nodes and the models they serve."""
+    settings = operator_settings(data_dir)
+
+    async def load() -> list[MemberRecord]:
+        async with membership(settings) as members:
+            return await members.members()
+
+    members = asyncio.run(load())
+    live = live_view(settings)
+    if as_json:
+        typer.echo(
+            json.dumps({"members": [_member_json(m) for m in members], "live": live}, indent=2)
+        )
+        return
+    console = Console()
+    now = now_ms()
+    connected = {n["peer_id"]: n for n in (live or {}).get("nodes", [])}
+    table = Table("PEER", "NAME", "TRUST", "STATUS", "CONNECTED", "LAST SEEN", box=None)
+    for m in members:
+        online = "yes" if m.peer_id in connected else "no"
+        table.add_row(m.peer_id, m.name or "-", m.trust, m.status, online, ago(m.last_seen_ms, now))
+    console.print("[bold]Members[/bold]" if members else "No members yet.")
+    if members:
+        console.print(table)
+    if live is None:
+        console.print("Tracker not running here: no live state.")
+        return
+    nodes = Table("NAME", "PEER", "STATE", "MODELS", "FREE", "QUEUE", "TOK/S", "JOBS", box=None)
+    for n in live["nodes"]:
+        nodes.add_row(
+            n["name"],
+            n["peer_id"],
+            n["state"],
+            ", ".join(m["name"] for m in n["models"]),
+            str(n["free_slots"]),
+            str(n["queue_depth"]),
+            f"{n['tokens_per_s']:.1f}",
+            str(n["inflight"]),
+        )
+    console.print(f"[bold]Connected nodes[/bold] ({live['nodes_total']})")
+    console.print(nodes)
+    served = ", ".join(f"{name} ({count})" for name, count in sorted(live["models"].items()))
+    console.print(f"[bold]Models[/bold]: {served or 'none'}")
+
+
+def _set_status(data_dir: Any, peer: str, status: MemberStatus) -> MemberRecord:
+    settings = operator_settings(data_dir)
+
+    async def update() -> MemberRecord:
+        async with membership(settings) as members:
+            member = await members.find_member(peer)
+            await members.set_status(member.peer_id, status, now_ms=now_ms())
+            return member
+
+    try:
+        return asyncio.run(update())
+    except LichenError as error:
+        raise fail(error.message) from None
+
+
+@app.command("approve")
+def approve_command(
+    peer: Annotated[str, typer.Argument(help="Peer id (or unique prefix, or node name).")],
+    data_dir: TrackerDataDir = None,
+) -> None:
+    """Approve a pending (or previously revoked) node; it joins on its next retry."""
+    member = _set_status(data_dir, peer, "approved")
+    typer.echo(f"approved {member.peer_id} ({member.name or 'unnamed'})")
+
+
+@app.command("revoke")
+def revoke_command(
+    peer: Annotated[str, typer.Argument(help="Peer id (or unique prefix, or node name).")],
+    data_dir: TrackerDataDir = None,
+) -> None:
+    """Revoke a node: a running tracker disconnects it at once and refuses it from now on."""
+    member = _set_status(data_dir, peer, "revoked")
+    typer.echo(f"revoked {member.peer_id} ({member.name or 'unnamed'})")

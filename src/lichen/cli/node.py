@@ -1,0 +1,109 @@
+"""``lichen node``: serve models to a network you were invited to."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from lichen.cli.engine_options import (
+    EmbeddingsOption,
+    LocalModelOption,
+    UpstreamKeyOption,
+    UpstreamOption,
+    engine_overrides,
+)
+from lichen.cli.models import RichProgress
+from lichen.config import load_settings
+from lichen.errors import LichenError
+from lichen.logs import setup_logging
+from lichen.roles.node import NodeReady, run_node
+
+
+def node_command(
+    join: Annotated[
+        str | None,
+        typer.Option("--join", help="Invite token from the network's operator (first start only)."),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Model to serve: catalog name, GGUF path or URL (repeat)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Node name shown to the network.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Data directory: this node's identity (default ~/.local/share/lichen)."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Generation threads (0 = all).")] = None,
+    batch_threads: Annotated[
+        int | None, typer.Option(help="Prompt-processing threads (0 = same as --threads).")
+    ] = None,
+    parallel: Annotated[int | None, typer.Option(help="Parallel slots per model.")] = None,
+    ctx_size: Annotated[int | None, typer.Option(help="Total context tokens per model.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO or WARNING.")] = None,
+    upstream: UpstreamOption = None,
+    upstream_key_secret: UpstreamKeyOption = None,
+    local_model: LocalModelOption = None,
+    embeddings: EmbeddingsOption = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on this loopback port.")
+    ] = None,
+    refuse_policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--refuse-policy",
+            help="Never join a network with this policy (repeat; e.g. open, dataset, unsigned).",
+        ),
+    ] = None,
+    telemetry: Annotated[
+        bool | None,
+        typer.Option(
+            "--telemetry/--no-telemetry",
+            help="Send usage counters to the tracker (default: the saved setting, off).",
+        ),
+    ] = None,
+) -> None:
+    """Join a network and serve models; SIGTERM finishes running jobs, then exits."""
+    console = Console(stderr=True)
+    try:
+        settings = load_settings(
+            data_dir=data_dir,
+            node_name=name,
+            threads=threads,
+            batch_threads=batch_threads,
+            parallel=parallel,
+            ctx_size=ctx_size,
+            log_level=log_level,
+            metrics_port=metrics_port,
+            **engine_overrides(upstream, upstream_key_secret, local_model, embeddings),
+            refuse_policies=",".join(refuse_policy) if refuse_policy else None,
+            telemetry=telemetry,
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] invalid setting: {exc}")
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level)
+
+    def ready(info: NodeReady) -> None:
+        console.print(
+            f"[bold green]Lichen node[/bold green] {info.name} ({info.peer_id}) serving "
+            f"{', '.join(info.models)}\n  joining {info.tracker_url}\n  Ctrl-C to stop.",
+            highlight=False,
+        )
+
+    try:
+        asyncio.run(
+            run_node(
+                settings,
+                join=join,
+                models=list(model or []),
+                progress=RichProgress(console),
+                on_ready=ready,
+            )
+        )
+    except LichenError as error:
+        console.print(f"[red]error:[/red] {error.code.value}: {error.message}", highlight=False)
+        raise typer.Exit(1) from None

@@ -1,0 +1,87 @@
+"""``lichen tracker``: run a network's tracker (and, by default, its gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from lichen.config import load_settings
+from lichen.errors import LichenError
+from lichen.identity.store import load_identity
+from lichen.logs import setup_logging
+from lichen.roles.tracker import TrackerStack, tracker_stack
+from lichen.server import install_shutdown_signals
+
+
+def tracker_command(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 8470).")] = None,
+    public: Annotated[
+        bool | None,
+        typer.Option(
+            "--public/--private",
+            help="public: admit new nodes without approval (per-IP limit); "
+            "private (default): invited nodes wait for `lichen network approve`.",
+        ),
+    ] = None,
+    no_gateway: Annotated[
+        bool, typer.Option("--no-gateway", help="Run a bare tracker without the OpenAI API.")
+    ] = False,
+    public_url: Annotated[
+        str | None, typer.Option(help="URL nodes dial to reach this tracker (put in invites).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (default ~/.local/share/lichen).")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO or WARNING.")] = None,
+) -> None:
+    """Run a tracker: membership, the live node registry, scheduling, and the gateway."""
+    console = Console(stderr=True)
+    try:
+        settings = load_settings(
+            host=host,
+            port=port,
+            network_mode=None if public is None else ("public" if public else "private"),
+            public_url=public_url,
+            data_dir=data_dir,
+            log_level=log_level,
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] invalid setting: {exc}")
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level)
+
+    async def serve() -> None:
+        stop = install_shutdown_signals()
+        identity = load_identity(settings.data_dir)
+        async with tracker_stack(settings, identity, gateway=not no_gateway) as stack:
+            _ready(console, stack, gateway=not no_gateway)
+            await stop.wait()
+
+    try:
+        asyncio.run(serve())
+    except LichenError as error:
+        console.print(f"[red]error:[/red] {error.message}")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        console.print(
+            f"[red]error:[/red] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        )
+        raise typer.Exit(1) from None
+
+
+def _ready(console: Console, stack: TrackerStack, *, gateway: bool) -> None:
+    mode = stack.settings.network_mode
+    api = f"  OpenAI API: {stack.url}/v1\n" if gateway else ""
+    console.print(
+        f"[bold green]Lichen tracker[/bold green] at {stack.url} ({mode} network)\n"
+        f"{api}"
+        f"  nodes dial: {stack.info.node_url}\n"
+        f"  invite a node: lichen invite create --data-dir {stack.settings.data_dir}\n"
+        "  Ctrl-C to stop.",
+        highlight=False,
+    )

@@ -1,0 +1,163 @@
+"""HTTP routes of the privacy feature, and the disclosure header on every response.
+
+``GET /privacy.json`` (the signed policy), ``GET /privacy`` (plain language; the web
+UI's richer page wins when it is installed first), the public feed (``/feed``,
+``/feed.json``, ``DELETE /feed/{id}``) and deletion of kept data
+(``DELETE /privacy/data``).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lichen.errors import ErrorCode, LichenError
+from lichen.privacy.content import ContentRepository, subject_of
+from lichen.privacy.pipeline import DELETION_TOKEN_HEADER, REQUEST_ID_HEADER, bearer_token
+from lichen.privacy.policy import Policy
+from lichen.privacy.signing import SignedPolicy
+from lichen.privacy.summary import disclosure_banner, policy_document
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "web" / "templates"
+DISCLOSURE_HEADER = "x-lichen-data-policy"
+
+_templates = Environment(
+    loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(["html"])
+)
+
+
+@dataclass
+class PrivacyService:
+    """What the privacy routes serve: the policy, its signature, the kept content."""
+
+    policy: Policy
+    signed: SignedPolicy
+    content: ContentRepository | None = None
+
+
+class DisclosureMiddleware:
+    """Adds ``x-lichen-data-policy`` to every HTTP response (policies with ``disclose``)."""
+
+    def __init__(self, app: ASGIApp, value: str) -> None:
+        self.app = app
+        self.header = (DISCLOSURE_HEADER.encode(), value.encode("latin-1"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def _html(template: str, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_templates.get_template(template).render(**context))
+
+
+def install_privacy(app: FastAPI, service: PrivacyService) -> None:
+    """Register the privacy routes (before the app starts serving)."""
+    policy = service.policy
+    value = policy.disclosure_header
+    if value is not None:
+        app.add_middleware(DisclosureMiddleware, value=value)
+    taken = {getattr(route, "path", None) for route in app.routes}
+    banner = disclosure_banner(policy)
+
+    async def privacy_json(_request: Request) -> Response:
+        return JSONResponse(service.signed.public_json(policy))
+
+    async def privacy_page(_request: Request) -> Response:
+        document = policy_document(policy, service.signed.document.decode("utf-8"))
+        return _html(
+            "privacy_policy.html", document=document, banner=banner, digest=service.signed.digest
+        )
+
+    def content() -> ContentRepository:
+        if service.content is None:
+            raise LichenError(ErrorCode.NOT_FOUND, "this gateway keeps no content")
+        return service.content
+
+    def feed_enabled() -> ContentRepository:
+        if policy.public_feed == "off":
+            raise LichenError(ErrorCode.NOT_FOUND, "this network has no public feed")
+        return content()
+
+    async def feed_json(request: Request) -> Response:
+        limit = int(request.query_params.get("limit", "50") or 50)
+        posts = await feed_enabled().feed(limit)
+        return JSONResponse({"object": "list", "data": [p.feed_json() for p in posts]})
+
+    async def feed_page(_request: Request) -> Response:
+        posts = await feed_enabled().feed(100)
+        rows = [
+            p.as_json()
+            | {"created": datetime.datetime.fromtimestamp(p.created_ms / 1000, datetime.UTC)}
+            for p in posts
+        ]
+        return _html("privacy_feed.html", posts=rows, banner=banner)
+
+    async def feed_delete(request: Request) -> Response:
+        post_id = request.path_params["post_id"]
+        token = request.headers.get(DELETION_TOKEN_HEADER) or request.query_params.get("token")
+        if not token:
+            raise LichenError(
+                ErrorCode.UNAUTHORIZED, f"send the post's deletion token in {DELETION_TOKEN_HEADER}"
+            )
+        repo = feed_enabled()
+        if await repo.get_public(post_id) is None or not await repo.delete_by_token(post_id, token):
+            raise LichenError(ErrorCode.NOT_FOUND, "no such post, or the token does not match")
+        return JSONResponse({"id": post_id, "deleted": True})
+
+    async def delete_data(request: Request) -> Response:
+        """Delete kept content: one exchange by its token, or everything of the caller."""
+        repo = content()
+        token = request.headers.get(DELETION_TOKEN_HEADER)
+        request_id = request.headers.get(REQUEST_ID_HEADER) or request.query_params.get("id")
+        if token and request_id:
+            deleted = 1 if await repo.delete_by_token(request_id, token) else 0
+            return JSONResponse({"deleted": deleted})
+        subject = subject_of(bearer_token(request.headers), None)
+        if subject is None:
+            raise LichenError(
+                ErrorCode.UNAUTHORIZED,
+                "authenticate with your API key (Authorization: Bearer ...), or send "
+                f"{REQUEST_ID_HEADER} and {DELETION_TOKEN_HEADER}",
+            )
+        return JSONResponse({"deleted": await repo.delete_subject(subject)})
+
+    app.add_api_route("/privacy.json", privacy_json, methods=["GET"], include_in_schema=False)
+    if "/privacy" not in taken:
+        app.add_api_route(
+            "/privacy",
+            privacy_page,
+            methods=["GET"],
+            include_in_schema=False,
+            response_class=HTMLResponse,
+        )
+    if policy.public_feed != "off":
+        app.add_api_route("/feed.json", feed_json, methods=["GET"], include_in_schema=False)
+        app.add_api_route(
+            "/feed",
+            feed_page,
+            methods=["GET"],
+            include_in_schema=False,
+            response_class=HTMLResponse,
+        )
+        app.add_api_route(
+            "/feed/{post_id}", feed_delete, methods=["DELETE"], include_in_schema=False
+        )
+    if service.content is not None:
+        app.add_api_route("/privacy/data", delete_data, methods=["DELETE"], include_in_schema=False)

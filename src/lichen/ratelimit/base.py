@@ -1,0 +1,54 @@
+"""Fixed-window counters: the one primitive every rate-limit backend implements.
+
+A window of ``period_s`` seconds is identified by ``floor(now / period_s)``, so
+every process (and every gateway sharing a Redis) agrees on when it starts and
+ends without talking to each other; the daily window ends at UTC midnight.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    limit: int  # units allowed per period; 0 = unlimited
+    period_s: int
+
+    def slot(self, key: str, now: float) -> tuple[str, float]:
+        """(counter name for the current window, seconds until it resets)."""
+        index = math.floor(now / self.period_s)
+        return f"{key}:{self.period_s}:{index}", (index + 1) * self.period_s - now
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    allowed: bool  # False: counting ``cost`` would have exceeded the limit (nothing counted)
+    used: int  # units counted in this window
+    limit: int
+    reset_s: float  # seconds until this window resets
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+    @property
+    def retry_after_s(self) -> int:
+        return max(1, math.ceil(self.reset_s))
+
+
+class Backend(Protocol):
+    """Where counters live: this process (:mod:`.memory`) or a shared Redis (:mod:`.redis_store`)."""
+
+    async def take(self, key: str, window: Window, cost: int, now: float, *, force: bool) -> Count:
+        """Count ``cost`` units in the current window of ``key``, atomically.
+
+        Without ``force``, units that would exceed ``window.limit`` are not counted
+        and the answer is ``allowed=False``; with ``force`` they are always counted
+        (tokens, known only after the answer). ``cost=0`` only reads.
+        """
+        ...
+
+    async def aclose(self) -> None: ...

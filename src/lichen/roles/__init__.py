@@ -1,0 +1,1 @@
+"""Composition roots for each role (tracker, node); ``lichen.up`` combines them."""

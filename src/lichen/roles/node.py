@@ -1,0 +1,92 @@
+"""The node role: load engines, join the network from an invite, serve until told to stop.
+
+SIGTERM (or SIGINT) drains: the node tells the tracker it takes no new jobs,
+lets running ones finish (up to ``drain_timeout_s``), then disconnects. A
+refusal the node cannot fix by retrying (revoked, unknown, invalid invite) ends
+the run with that typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lichen.config import Settings
+from lichen.identity.store import load_identity
+from lichen.models import ModelStore, Progress
+from lichen.node.agent import NodeAgent, NodeConfig
+from lichen.node.join import resolve_join
+from lichen.privacy.node_side import node_privacy_options
+from lichen.roles.engine import install_model
+from lichen.roles.node_engine import start_node_engine, start_node_metrics
+from lichen.server import install_shutdown_signals
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeReady:
+    peer_id: str
+    name: str
+    tracker_url: str
+    models: list[str]
+
+
+async def run_node(
+    settings: Settings,
+    *,
+    join: str | None,
+    models: list[str],
+    progress: Progress | None = None,
+    on_ready: Callable[[NodeReady], None] | None = None,
+    stop: asyncio.Event | None = None,
+    drain_timeout_s: float = 120.0,
+) -> None:
+    """Serve ``models`` (default: ``settings.model``) to the tracker the invite names."""
+    stop = stop or install_shutdown_signals()
+    target = resolve_join(settings.data_dir, join)
+    name = settings.node_name or socket.gethostname()
+    identity = load_identity(settings.data_dir, node_name=name)
+    store = ModelStore(settings.models_path)
+    installed = [
+        await asyncio.to_thread(install_model, store, spec, progress)
+        for spec in (models or ([settings.model] if settings.local_model else []))
+    ]
+    engine = await start_node_engine(settings, installed)
+    agent = NodeAgent(
+        identity,
+        engine,
+        NodeConfig(
+            tracker_url=target.tracker_url,
+            name=name,
+            invite=target.invite,
+            network_key=target.network_key,
+            **node_privacy_options(settings),
+        ),
+    )
+    metrics = await start_node_metrics(settings, agent, engine)
+    task = asyncio.create_task(agent.run(), name="node-agent")
+    stopper = asyncio.create_task(stop.wait(), name="node-stop")
+    try:
+        if on_ready is not None:
+            served = [m.name for m in engine.models()]
+            on_ready(NodeReady(identity.peer_id, name, target.tracker_url, served))
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stopper.done() and not task.done():
+            log.info("draining: %d running jobs finish, no new ones start", len(agent.runner))
+            await agent.drain(timeout=drain_timeout_s)
+    finally:
+        stopper.cancel()
+        await agent.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(task, stopper, return_exceptions=True)
+        if metrics is not None:
+            await metrics.stop()
+        await engine.close()
+        log.info("node stopped")
+    if agent.fatal is not None:
+        raise agent.fatal

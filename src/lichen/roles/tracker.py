@@ -1,0 +1,253 @@
+"""The tracker role: membership, the live registry and (usually) the gateway, on one port.
+
+:func:`tracker_stack` builds and runs it; ``lichen tracker`` and ``lichen up``
+both use it (``up`` adds a node of its own). While it runs, the stack writes
+``<data dir>/tracker.json`` with its address, so the operator's CLI on the same
+machine (``lichen invite create``, ``lichen network show``) can find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lichen import __version__
+from lichen.config import Settings
+from lichen.gateway.app import GatewayDeps, create_app
+from lichen.gateway.completions import CompletionService
+from lichen.identity.store import Identity, now_ms
+from lichen.metrics import GatewayMetrics, TrackerCollector, metrics_endpoint
+from lichen.node.join import dial_url
+from lichen.privacy.runtime import PrivacyRuntime
+from lichen.routing.reputation import EwmaReputation
+from lichen.routing.router import Router
+from lichen.routing.scheduler import Scheduler
+from lichen.server import HttpServer
+from lichen.storage.engine import create_engine, migrate
+from lichen.storage.membership import MembershipRepository
+from lichen.storage.repositories import RequestLogRepository
+from lichen.tracker.api import mount_tracker
+from lichen.tracker.membership import AdmissionLimiter, InviteAdmission
+from lichen.tracker.revocations import RevocationWatcher
+from lichen.tracker.service import NODE_PATH, TrackerService
+from lichen.transport.handshake import Peer
+from lichen.web import WebDeps, install_web
+
+log = logging.getLogger(__name__)
+
+RUNTIME_FILE = "tracker.json"
+
+
+@dataclass(frozen=True)
+class TrackerInfo:
+    """Where a running tracker listens (``<data dir>/tracker.json``)."""
+
+    url: str  # http base URL on this machine
+    node_url: str  # WebSocket URL nodes dial (the public URL if one is configured)
+    pid: int
+    network_key: str  # hex of the network public key
+    started_ms: int
+
+
+def read_tracker_info(data_dir: Path) -> TrackerInfo | None:
+    """The running tracker's address, or None if none is recorded (or the file is stale)."""
+    try:
+        raw = json.loads((data_dir / RUNTIME_FILE).read_text(encoding="utf-8"))
+        info = TrackerInfo(**raw)
+    except (OSError, ValueError, TypeError):
+        return None
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return info
+
+
+def node_url(public_url: str | None, host: str, port: int) -> str:
+    """The URL to put in invites: the configured public URL, else the bound address."""
+    if public_url:
+        return dial_url(public_url)
+    return f"ws://{_dial_host(host)}:{port}{NODE_PATH}"
+
+
+def _dial_host(host: str) -> str:
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass
+class TrackerStack:
+    """A running tracker: what the composition roots hold on to."""
+
+    settings: Settings
+    identity: Identity
+    db: AsyncEngine
+    members: MembershipRepository
+    tracker: TrackerService
+    scheduler: Scheduler
+    app: FastAPI
+    port: int
+    url: str  # http://host:port on this machine
+    local_node_url: str  # ws:// on loopback, for a node in this process or on this machine
+    info: TrackerInfo
+    metrics: CollectorRegistry  # /metrics of this process; a node in it adds its collector
+
+
+def _bare_app(tracker: TrackerService) -> FastAPI:
+    app = FastAPI(title="Lichen tracker", version=__version__, docs_url=None, redoc_url=None)
+
+    async def health() -> JSONResponse:
+        nodes = len(tracker.registry)
+        return JSONResponse({"status": "ok", "version": __version__, "nodes": nodes})
+
+    app.add_api_route("/health", health, methods=["GET"])
+    return app
+
+
+@contextlib.asynccontextmanager
+async def tracker_stack(
+    settings: Settings, identity: Identity, *, gateway: bool = True
+) -> AsyncIterator[TrackerStack]:
+    """Build and run a tracker (with the gateway unless ``gateway=False``) until exit."""
+    started = time.time()
+    db = create_engine(settings.database)
+    http: HttpServer | None = None
+    tracker: TrackerService | None = None
+    watcher_task: asyncio.Task[None] | None = None
+    privacy: PrivacyRuntime | None = None
+    runtime = settings.data_dir / RUNTIME_FILE
+    try:
+        await migrate(settings.database)
+        members = MembershipRepository(db)
+        privacy = PrivacyRuntime.build(
+            data_dir=settings.data_dir,
+            network_key=identity.network_key,
+            db=db,
+            sweep_every_s=settings.retention_sweep_s,
+        )
+
+        async def left(peer: Peer) -> None:
+            await members.touch(peer.peer_id, now_ms=now_ms())
+
+        tracker = TrackerService(
+            network_key=identity.network_key,
+            admission=InviteAdmission(
+                members,
+                network_key=identity.network_public,
+                owner_account=identity.account_public,
+                mode=settings.network_mode,
+                limiter=AdmissionLimiter(settings.admissions_per_ip_hour),
+            ),
+            heartbeat_s=settings.heartbeat_s,
+            on_leave=left,
+            policy=privacy.wire_policy,
+        )
+        tracker.telemetry = privacy.telemetry_sink
+        reputation = EwmaReputation()
+        scheduler = Scheduler(tracker.registry, reputation)
+        scheduler.trust_for = privacy.policy.allowed_trust
+        metrics = CollectorRegistry()
+        metrics.register(TrackerCollector(tracker.registry))
+        if gateway:
+            gateway_metrics = GatewayMetrics(metrics)
+            completions = CompletionService(
+                router=Router(scheduler),
+                scheduler=scheduler,
+                max_request_bytes=settings.max_request_bytes,
+                timeout_s=settings.request_timeout_s,
+                record=RequestLogRepository(db).record,
+                metrics=gateway_metrics,
+                pipeline=privacy.pipeline,
+            )
+            app = create_app(
+                GatewayDeps(
+                    registry=tracker.registry,
+                    completions=completions,
+                    started=started,
+                    metrics=gateway_metrics,
+                )
+            )
+            install_web(
+                app,
+                WebDeps(
+                    registry=tracker.registry,
+                    data_dir=settings.data_dir,
+                    requests=RequestLogRepository(db),
+                    started=started,
+                    local_peer_id=identity.peer_id,  # `lichen up` runs its node as this peer
+                    reputation=reputation,
+                    policy=privacy.view,
+                    telemetry_override=settings.telemetry,
+                ),
+            )
+        else:
+            app = _bare_app(tracker)
+            app.add_api_route("/metrics", metrics_endpoint(metrics), include_in_schema=False)
+        mount_tracker(app, tracker, reputation)
+        privacy.install_routes(app)  # after the web UI: its /privacy page wins
+        await tracker.start()
+        await privacy.start()
+        watcher = RevocationWatcher(members, tracker.disconnect, poll_s=settings.membership_poll_s)
+        watcher_task = asyncio.create_task(watcher.run(), name="revocation-watcher")
+        http = HttpServer(app, host=settings.host, port=settings.port)
+        port = await http.start()
+        host = _dial_host(settings.host)
+        info = TrackerInfo(
+            url=f"http://{host}:{port}",
+            node_url=node_url(settings.public_url, settings.host, port),
+            pid=os.getpid(),
+            network_key=identity.network_public.hex(),
+            started_ms=now_ms(),
+        )
+        runtime.write_text(json.dumps(asdict(info)), encoding="utf-8")
+        log.info(
+            "tracker listening on %s (%s network%s)",
+            info.url,
+            settings.network_mode,
+            "" if gateway else ", no gateway",
+        )
+        yield TrackerStack(
+            settings=settings,
+            identity=identity,
+            db=db,
+            members=members,
+            tracker=tracker,
+            scheduler=scheduler,
+            app=app,
+            port=port,
+            url=info.url,
+            local_node_url=f"ws://{host}:{port}{NODE_PATH}",
+            info=info,
+            metrics=metrics,
+        )
+    finally:
+        recorded = read_tracker_info(settings.data_dir)
+        if recorded is not None and recorded.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                runtime.unlink()
+        if watcher_task is not None:
+            watcher_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher_task
+        if privacy is not None:
+            await privacy.stop()
+        if tracker is not None:
+            await tracker.stop()
+        if http is not None:
+            await http.stop()
+        await db.dispose()

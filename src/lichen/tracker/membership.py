@@ -1,0 +1,181 @@
+"""Who may join: membership kept in the tracker's database, decided at the handshake.
+
+:class:`InviteAdmission` implements :class:`lichen.transport.handshake.Admission`.
+It runs after the device proved its key and its certificate verified, and before
+the tracker sends ``Welcome``, so a refused node never sees a job:
+
+- a known device: admitted if approved; ``IDENTITY_REVOKED`` if revoked;
+  ``MEMBERSHIP_PENDING`` while a private network's operator has not approved it;
+- a device certified by the operator's own account key: admitted as ``owner``;
+- a new device with an invite: the invite must be signed by this network, unexpired,
+  not revoked, not used up and for the ``node`` role (``INVITE_INVALID``); its use is
+  counted atomically with the device's registration;
+- a new device without an invite: refused (``IDENTITY_UNKNOWN``) on a private network;
+  auto-admitted on a public one, at most ``per_ip`` new devices per IP per hour
+  (``RATE_LIMITED``). The IP is only held in memory for that window, never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Literal
+
+from lichen.errors import ErrorCode, LichenError
+from lichen.identity.certs import DeviceCertificate
+from lichen.identity.invites import check_invite, parse_invite
+from lichen.identity.signing import peer_id
+from lichen.identity.store import now_ms
+from lichen.storage.membership import MemberRecord, MembershipRepository, MemberStatus
+
+log = logging.getLogger(__name__)
+
+NetworkMode = Literal["private", "public"]
+NODE_ROLE = "node"
+OWNER_TRUST = "owner"
+COMMUNITY_TRUST = "community"
+
+
+class AdmissionLimiter:
+    """A sliding window of admissions per IP; memory is bounded by ``max_ips``."""
+
+    def __init__(
+        self,
+        per_window: int,
+        *,
+        window_s: float = 3600.0,
+        max_ips: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_window = per_window
+        self.window_s = window_s
+        self.max_ips = max_ips
+        self._clock = clock
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def check(self, ip: str) -> None:
+        """Raise ``RATE_LIMITED`` if ``ip`` used up its admissions for the window."""
+        times = self._seen.get(ip)
+        if times is None:
+            return
+        horizon = self._clock() - self.window_s
+        while times and times[0] <= horizon:
+            times.popleft()
+        if len(times) >= self.per_window:
+            raise LichenError(
+                ErrorCode.RATE_LIMITED,
+                f"too many new nodes from this address (at most {self.per_window} per "
+                f"{self.window_s / 3600:g} h); try again later or ask for an invite",
+            )
+
+    def note(self, ip: str) -> None:
+        times = self._seen.setdefault(ip, deque())
+        times.append(self._clock())
+        self._seen.move_to_end(ip)
+        while len(self._seen) > self.max_ips:
+            self._seen.popitem(last=False)
+
+
+def remote_ip(remote: str) -> str:
+    """The host part of ``host:port`` (IPv6 ``[::1]:port`` too)."""
+    host = remote.rsplit(":", 1)[0] if ":" in remote else remote
+    return host.strip("[]")
+
+
+class InviteAdmission:
+    """Admission against the membership tables (see the module docstring)."""
+
+    def __init__(
+        self,
+        members: MembershipRepository,
+        *,
+        network_key: bytes,
+        owner_account: bytes | None = None,
+        mode: NetworkMode = "private",
+        limiter: AdmissionLimiter | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.members = members
+        self.network_key = network_key
+        self.owner_account = owner_account
+        self.mode = mode
+        self.limiter = limiter or AdmissionLimiter(10)
+        self._clock = clock
+
+    async def admit(self, cert: DeviceCertificate, invite: str, remote: str) -> str:
+        pid = peer_id(cert.device_key)
+        now = self._clock()
+        member = await self.members.member(pid)
+        if member is None:
+            member = await self._register(pid, cert, invite, remote, now)
+        else:
+            await self._check_known(member, cert, now)
+        if member.status == "pending":
+            raise LichenError(
+                ErrorCode.MEMBERSHIP_PENDING,
+                f"node {pid} is waiting for approval; the operator runs: "
+                f"lichen network approve {pid}",
+            )
+        return member.trust
+
+    async def _check_known(self, member: MemberRecord, cert: DeviceCertificate, now: int) -> None:
+        if member.status == "revoked":
+            raise LichenError(ErrorCode.IDENTITY_REVOKED, f"node {member.peer_id} was revoked")
+        if member.account_key != cert.account_key:
+            raise LichenError(
+                ErrorCode.IDENTITY_UNKNOWN,
+                f"node {member.peer_id} joined under another account key",
+            )
+        await self.members.touch(member.peer_id, now_ms=now, name=cert.name)
+
+    async def _register(
+        self, pid: str, cert: DeviceCertificate, token: str, remote: str, now: int
+    ) -> MemberRecord:
+        trust = COMMUNITY_TRUST
+        status: MemberStatus = "approved"
+        invite_id: str | None = None
+        ip = remote_ip(remote)
+        if self.owner_account is not None and cert.account_key == self.owner_account:
+            trust = OWNER_TRUST
+        elif token:
+            invite = parse_invite(token)
+            check_invite(invite, expected_network_key=self.network_key, now_ms=now)
+            if NODE_ROLE not in invite.roles:
+                raise LichenError(ErrorCode.INVITE_INVALID, "invite does not grant the node role")
+            invite_id = invite.invite_id
+            status = "pending" if self.mode == "private" else "approved"
+        elif self.mode == "public":
+            self.limiter.check(ip)
+        else:
+            raise LichenError(
+                ErrorCode.IDENTITY_UNKNOWN,
+                f"node {pid} is not a member of this network; join with an invite "
+                "(lichen node --join TOKEN)",
+            )
+        record = await self.members.join(
+            MemberRecord(
+                peer_id=pid,
+                device_key=cert.device_key,
+                account_key=cert.account_key,
+                name=cert.name,
+                trust=trust,
+                status=status,
+                invite_id=invite_id,
+                first_seen_ms=now,
+                last_seen_ms=now,
+            ),
+            now_ms=now,
+        )
+        if invite_id is None and trust != OWNER_TRUST:
+            self.limiter.note(ip)
+        log.info(
+            "registered node %s (%s) as %s, %s%s",
+            pid,
+            cert.name or "unnamed",
+            record.trust,
+            record.status,
+            f", invite {invite_id[:8]}" if invite_id else "",
+        )
+        return record

@@ -1,0 +1,62 @@
+"""Revocations take effect at once: the tracker watches its database for them.
+
+``lichen network revoke PEER`` runs in another process and only writes the
+database; :class:`RevocationWatcher` notices within ``poll_s`` and disconnects
+the node with ``IDENTITY_REVOKED`` (its jobs fail over or resume elsewhere).
+Polling one indexed column keeps the CLI free of any admin API on the tracker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from lichen.errors import ErrorCode, LichenError
+from lichen.identity.store import now_ms
+from lichen.storage.membership import MembershipRepository
+
+log = logging.getLogger(__name__)
+
+Disconnect = Callable[[str, LichenError], Awaitable[bool]]
+
+# Overlap between polls, so a revocation committed just as a poll ran is seen by the next.
+_OVERLAP_MS = 5_000
+
+
+class RevocationWatcher:
+    """Disconnects connected nodes that the database says are revoked."""
+
+    def __init__(
+        self,
+        members: MembershipRepository,
+        disconnect: Disconnect,
+        *,
+        poll_s: float = 1.0,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.members = members
+        self.disconnect = disconnect
+        self.poll_s = poll_s
+        self._clock = clock
+        self._since = clock()
+
+    async def poll_once(self) -> list[str]:
+        """Disconnect nodes revoked since the last poll; return the ones that were connected."""
+        started = self._clock()
+        revoked = await self.members.revoked_since(self._since - _OVERLAP_MS)
+        self._since = started
+        dropped: list[str] = []
+        for pid in revoked:
+            error = LichenError(ErrorCode.IDENTITY_REVOKED, f"node {pid} was revoked")
+            if await self.disconnect(pid, error):
+                dropped.append(pid)
+        return dropped
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.poll_once()
+            except Exception as exc:  # a locked or unreachable DB must not stop the watcher
+                log.warning("could not read revocations: %s", type(exc).__name__)

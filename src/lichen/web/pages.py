@@ -1,0 +1,155 @@
+"""The web UI's pages and the small JSON endpoints their scripts poll.
+
+Routes are methods of :class:`WebUI`; :func:`lichen.web.install_web` registers
+them on the gateway app. Each page renders complete HTML on the server, and its
+script (``static/*.js``) only adds the live parts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from lichen.errors import ErrorCode, LichenError
+from lichen.web import csrf
+from lichen.web.deps import WebDeps
+from lichen.web.forms import checked, read_fields
+from lichen.web.network_view import HISTORY_MINUTES, models, snapshot
+from lichen.web.node_view import node_info
+from lichen.web.policy_view import PolicyView
+from lichen.web.templating import SECURITY_HEADERS, NavItem, Renderer
+
+AUTO_MODEL = "auto"
+TELEMETRY_HELP = "Off by default. The privacy page says what telemetry contains."
+
+
+def telemetry_help(policy: PolicyView) -> str:
+    """What the network's policy says about telemetry, or a neutral line."""
+    document = policy.document()
+    for section in document.sections if document is not None else []:
+        if section.heading.lower() == "telemetry":
+            return " ".join([*section.paragraphs, *section.items]) or TELEMETRY_HELP
+    return TELEMETRY_HELP
+
+
+def is_local(request: Request) -> bool:
+    """Whether the browser runs on this machine (the operator's own pages)."""
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("localhost", "testclient")
+
+
+def _json(data: dict[str, Any], status_code: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status_code, headers=dict(SECURITY_HEADERS))
+
+
+class WebUI:
+    def __init__(self, deps: WebDeps, renderer: Renderer | None = None) -> None:
+        self.deps = deps
+        self.renderer = renderer or Renderer()
+
+    def nav(self) -> list[NavItem]:
+        items = [
+            NavItem("chat", "Chat", "/"),
+            NavItem("network", "Network", "/network"),
+            NavItem("node", "Node", "/node"),
+            NavItem("privacy", "Privacy", "/privacy"),
+        ]
+        if self.deps.policy.has_public_feed():
+            items.append(NavItem("feed", "Public feed", "/feed"))
+        return items
+
+    def _page(
+        self, request: Request, template: str, *, page: str, title: str, **ctx: Any
+    ) -> Response:
+        return self.renderer.render(
+            request, template, page=page, title=title, nav=self.nav(), **ctx
+        )
+
+    # --- pages ------------------------------------------------------------------------
+
+    async def chat(self, request: Request) -> Response:
+        policy = self.deps.policy
+        return self._page(
+            request,
+            "chat.html",
+            page="chat",
+            title="Chat",
+            auto_model=AUTO_MODEL,
+            models=models(self.deps.registry),
+            policy_summary=policy.summary(),
+            privacy_classes=policy.classes(),
+        )
+
+    async def network(self, request: Request) -> Response:
+        data = await snapshot(self.deps.registry, self.deps.requests, self.deps.reputation)
+        return self._page(
+            request,
+            "network.html",
+            page="network",
+            title="Network",
+            net=data,
+            history_minutes=HISTORY_MINUTES,
+        )
+
+    async def node(self, request: Request) -> Response:
+        return self._page(
+            request,
+            "node.html",
+            page="node",
+            title="Node",
+            node=await node_info(self.deps),
+            operator=is_local(request),
+            telemetry_help=telemetry_help(self.deps.policy),
+            telemetry_override=self.deps.telemetry_override,
+            saved=request.query_params.get("saved") == "1",
+        )
+
+    async def privacy(self, request: Request) -> Response:
+        policy = self.deps.policy
+        return self._page(
+            request,
+            "privacy.html",
+            page="privacy",
+            title="Privacy",
+            document=policy.document(),
+            policy_summary=policy.summary(),
+            privacy_classes=policy.classes(),
+        )
+
+    # --- JSON for the pages' scripts --------------------------------------------------
+
+    async def api_network(self, request: Request) -> Response:
+        return _json(await snapshot(self.deps.registry, self.deps.requests, self.deps.reputation))
+
+    async def api_node(self, request: Request) -> Response:
+        info = await node_info(self.deps)
+        if info is None:
+            raise LichenError(ErrorCode.NOT_FOUND, "this gateway runs no node")
+        return _json(info)
+
+    # --- settings ---------------------------------------------------------------------
+
+    async def set_telemetry(self, request: Request) -> Response:
+        """Form post (redirects back) or JSON fetch (answers JSON) from the node page."""
+        fields = await read_fields(request)
+        csrf.check(request, fields.get(csrf.FIELD) or request.headers.get(csrf.HEADER))
+        if not is_local(request):
+            raise LichenError(
+                ErrorCode.FORBIDDEN, "node settings can only be changed from the node's machine"
+            )
+        if self.deps.telemetry_override is not None:
+            raise LichenError(
+                ErrorCode.FORBIDDEN, "LICHEN_TELEMETRY is set for this node and takes precedence"
+            )
+        enabled = checked(fields, "telemetry")
+        self.deps.telemetry_setting.set_enabled(enabled)
+        if request.headers.get("accept", "").startswith("application/json"):
+            return _json({"telemetry": self.deps.telemetry_setting.enabled()})
+        return RedirectResponse(f"/node?saved=1&t={int(time.time())}", status_code=303)

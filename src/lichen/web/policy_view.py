@@ -1,0 +1,66 @@
+"""What the UI needs from the network's privacy policy, behind one small protocol.
+
+``NeutralPolicy`` is used when no policy is wired in: it states only what the
+gateway itself does (request metadata, never prompt or answer text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PrivacyClass:
+    value: str  # sent with the request
+    label: str  # shown in the selector
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    heading: str
+    paragraphs: list[str] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PolicyDocument:
+    title: str
+    sections: list[PolicySection]
+    source: str = ""  # the policy file as written (TOML), shown for reference
+
+
+class PolicyView(Protocol):
+    def summary(self) -> str:
+        """One or two sentences shown beside the chat input."""
+        ...
+
+    def classes(self) -> list[PrivacyClass]:
+        """Privacy classes a request may pick; empty when the policy offers no choice."""
+        ...
+
+    def has_public_feed(self) -> bool: ...
+
+    def document(self) -> PolicyDocument | None: ...
+
+
+NEUTRAL_SUMMARY = (
+    "Your message is answered by a node on this network. "
+    "The gateway records request metadata (model, token counts, timings), "
+    "not prompts or answers."
+)
+
+
+class NeutralPolicy:
+    def summary(self) -> str:
+        return NEUTRAL_SUMMARY
+
+    def classes(self) -> list[PrivacyClass]:
+        return []
+
+    def has_public_feed(self) -> bool:
+        return False
+
+    def document(self) -> PolicyDocument | None:
+        return None

@@ -1,0 +1,327 @@
+"""Membership against a real SQLite database: invites, members, and InviteAdmission."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from lichen.errors import ErrorCode, LichenError
+from lichen.identity.certs import DeviceCertificate, issue_device_certificate
+from lichen.identity.certs import verify_device_certificate as verify_cert
+from lichen.identity.invites import create_invite, parse_invite
+from lichen.identity.signing import generate_key, peer_id, public_raw
+from lichen.identity.store import now_ms
+from lichen.storage.engine import create_engine, migrate
+from lichen.storage.membership import InviteRecord, MemberRecord, MembershipRepository
+from lichen.tracker.membership import AdmissionLimiter, InviteAdmission, remote_ip
+from lichen.tracker.revocations import RevocationWatcher
+
+URL = "ws://127.0.0.1:8470/v1/node/connect"
+
+
+@pytest.fixture
+async def repo(tmp_path: Path) -> AsyncIterator[MembershipRepository]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'lichen.db'}"
+    await migrate(url)
+    engine = create_engine(url)
+    yield MembershipRepository(engine)
+    await engine.dispose()
+
+
+class Network:
+    """A network key plus helpers to mint invites (recorded in the DB) and devices."""
+
+    def __init__(self, repo: MembershipRepository) -> None:
+        self.repo = repo
+        self.key = generate_key()
+        self.owner = generate_key()
+
+    @property
+    def public(self) -> bytes:
+        return public_raw(self.key)
+
+    async def invite(
+        self,
+        *,
+        max_uses: int = 1,
+        ttl_s: int | None = 3600,
+        roles: list[str] | None = None,
+        issued_ms: int | None = None,
+        key: Ed25519PrivateKey | None = None,
+        record: bool = True,
+    ) -> str:
+        token = create_invite(
+            key or self.key,
+            tracker_url=URL,
+            roles=roles or ["node"],
+            max_uses=max_uses,
+            ttl_s=ttl_s,
+            now_ms=issued_ms if issued_ms is not None else now_ms(),
+        )
+        invite = parse_invite(token)
+        if record:
+            await self.repo.add_invite(
+                InviteRecord(
+                    id=invite.invite_id,
+                    roles=tuple(invite.roles),
+                    max_uses=invite.max_uses,
+                    uses=0,
+                    expires_ms=invite.expires_ms,
+                    created_ms=invite.issued_ms,
+                )
+            )
+        return token
+
+    def admission(self, mode: str = "private", per_ip: int = 10) -> InviteAdmission:
+        return InviteAdmission(
+            self.repo,
+            network_key=self.public,
+            owner_account=public_raw(self.owner),
+            mode="public" if mode == "public" else "private",
+            limiter=AdmissionLimiter(per_ip),
+        )
+
+
+def device(account: Ed25519PrivateKey | None = None, name: str = "n") -> DeviceCertificate:
+    raw = issue_device_certificate(
+        account or generate_key(), public_raw(generate_key()), name=name, now_ms=now_ms()
+    )
+    return verify_cert(raw, now_ms=now_ms())
+
+
+@pytest.fixture
+async def net(repo: MembershipRepository) -> Network:
+    return Network(repo)
+
+
+async def refused(coro: object) -> LichenError:
+    with pytest.raises(LichenError) as info:
+        await coro  # type: ignore[misc]
+    return info.value
+
+
+# --- private networks -------------------------------------------------------------------
+
+
+async def test_owner_devices_join_without_an_invite(net: Network) -> None:
+    cert = device(net.owner, "mine")
+    assert await net.admission().admit(cert, "", "127.0.0.1:5") == "owner"
+    member = await net.repo.member(peer_id(cert.device_key))
+    assert member is not None and member.status == "approved" and member.trust == "owner"
+
+
+async def test_unknown_device_without_invite_is_identity_unknown(net: Network) -> None:
+    error = await refused(net.admission().admit(device(), "", "10.0.0.1:1"))
+    assert error.code is ErrorCode.IDENTITY_UNKNOWN
+    assert await net.repo.members() == []  # nothing recorded for a refused stranger
+
+
+async def test_invited_device_waits_for_approval_then_joins(net: Network) -> None:
+    admission = net.admission()
+    cert = device(name="volunteer")
+    pid = peer_id(cert.device_key)
+    token = await net.invite(max_uses=1)
+    error = await refused(admission.admit(cert, token, "10.0.0.1:1"))
+    assert error.code is ErrorCode.MEMBERSHIP_PENDING
+    assert f"lichen network approve {pid}" in error.message
+    # Retrying while pending neither admits it nor uses the invite again.
+    error = await refused(admission.admit(cert, token, "10.0.0.1:1"))
+    assert error.code is ErrorCode.MEMBERSHIP_PENDING
+    (invite,) = await net.repo.invites()
+    assert invite.uses == 1
+    assert await net.repo.set_status(pid, "approved", now_ms=now_ms())
+    assert await admission.admit(cert, "", "10.0.0.1:1") == "community"
+    member = await net.repo.member(pid)
+    assert member is not None and (member.name, member.invite_id) == ("volunteer", invite.id)
+
+
+async def test_revoked_device_is_refused_even_with_a_fresh_invite(net: Network) -> None:
+    admission = net.admission("public")
+    cert = device()
+    assert await admission.admit(cert, await net.invite(), "10.0.0.1:1") == "community"
+    await net.repo.set_status(peer_id(cert.device_key), "revoked", now_ms=now_ms())
+    error = await refused(admission.admit(cert, await net.invite(), "10.0.0.1:1"))
+    assert error.code is ErrorCode.IDENTITY_REVOKED
+
+
+async def test_known_device_under_another_account_is_refused(net: Network) -> None:
+    admission = net.admission("public")
+    cert = device()
+    await admission.admit(cert, "", "10.0.0.1:1")
+    other = verify_cert(
+        issue_device_certificate(generate_key(), cert.device_key, now_ms=now_ms()),
+        now_ms=now_ms(),
+    )
+    error = await refused(admission.admit(other, "", "10.0.0.1:1"))
+    assert error.code is ErrorCode.IDENTITY_UNKNOWN
+
+
+# --- invites ----------------------------------------------------------------------------
+
+
+async def test_expired_invite_is_refused(net: Network) -> None:
+    token = await net.invite(ttl_s=1, issued_ms=now_ms() - 10_000)
+    error = await refused(net.admission("public").admit(device(), token, "10.0.0.1:1"))
+    assert error.code is ErrorCode.INVITE_INVALID and "expired" in error.message
+
+
+async def test_over_used_invite_is_refused(net: Network) -> None:
+    admission = net.admission("public")
+    token = await net.invite(max_uses=2)
+    for _ in range(2):
+        assert await admission.admit(device(), token, "10.0.0.1:1") == "community"
+    error = await refused(admission.admit(device(), token, "10.0.0.1:1"))
+    assert error.code is ErrorCode.INVITE_INVALID and "used up" in error.message
+    (invite,) = await net.repo.invites()
+    assert invite.uses == 2
+
+
+async def test_concurrent_joins_cannot_overuse_an_invite(net: Network) -> None:
+    admission = net.admission("public")
+    token = await net.invite(max_uses=3)
+    results = await asyncio.gather(
+        *(admission.admit(device(), token, f"10.0.0.{i}:1") for i in range(8)),
+        return_exceptions=True,
+    )
+    admitted = [r for r in results if r == "community"]
+    codes = {r.code for r in results if isinstance(r, LichenError)}
+    assert len(admitted) == 3 and codes == {ErrorCode.INVITE_INVALID}
+    assert len(await net.repo.members()) == 3
+
+
+async def test_foreign_revoked_unknown_wrong_role_and_tampered_invites(net: Network) -> None:
+    admission = net.admission("public")
+    foreign = await net.invite(key=generate_key())
+    revoked = await net.invite()
+    await net.repo.revoke_invite(parse_invite(revoked).invite_id)
+    unknown = await net.invite(record=False)  # signed by this network, but not in its DB
+    wrong_role = await net.invite(roles=["gateway"])
+    good = await net.invite()
+    tampered = good[:-6] + ("A" if good[-6] != "A" else "B") + good[-5:]
+    cases = {
+        "foreign": (foreign, "another network"),
+        "revoked": (revoked, "revoked"),
+        "unknown": (unknown, "unknown invite"),
+        "wrong role": (wrong_role, "node role"),
+        "tampered": (tampered, ""),
+    }
+    for name, (token, words) in cases.items():
+        error = await refused(admission.admit(device(), token, "10.0.0.1:1"))
+        assert error.code is ErrorCode.INVITE_INVALID, name
+        assert words in error.message, (name, error.message)
+    assert await net.repo.members() == []
+
+
+# --- public networks --------------------------------------------------------------------
+
+
+async def test_public_network_admits_strangers_with_a_per_ip_limit(net: Network) -> None:
+    admission = net.admission("public", per_ip=2)
+    for _ in range(2):
+        assert await admission.admit(device(), "", "10.0.0.1:4000") == "community"
+    error = await refused(admission.admit(device(), "", "10.0.0.1:4001"))
+    assert error.code is ErrorCode.RATE_LIMITED
+    assert await admission.admit(device(), "", "10.0.0.2:4000") == "community"  # another IP
+    # Known devices reconnect from the limited IP without counting against it.
+    first = (await net.repo.members())[0]
+    cert = DeviceCertificate(
+        device_key=first.device_key,
+        account_key=first.account_key,
+        issued_ms=0,
+        expires_ms=0,
+        name="",
+        signature=b"",
+    )
+    assert await admission.admit(cert, "", "10.0.0.1:4002") == "community"
+
+
+def test_limiter_window_slides_and_memory_is_bounded() -> None:
+    now = [0.0]
+    limiter = AdmissionLimiter(1, window_s=60, max_ips=2, clock=lambda: now[0])
+    limiter.note("a")
+    with pytest.raises(LichenError):
+        limiter.check("a")
+    now[0] = 61.0
+    limiter.check("a")  # the window moved on
+    limiter.note("b")
+    limiter.note("c")
+    assert len(limiter._seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("remote", "ip"),
+    [("10.1.2.3:5000", "10.1.2.3"), ("[::1]:80", "::1"), ("?", "?"), ("host", "host")],
+)
+def test_remote_ip(remote: str, ip: str) -> None:
+    assert remote_ip(remote) == ip
+
+
+# --- repository -------------------------------------------------------------------------
+
+
+async def test_find_by_prefix_and_name(net: Network) -> None:
+    admission = net.admission("public")
+    a, b = device(name="alpha"), device(name="beta")
+    await admission.admit(a, "", "10.0.0.1:1")
+    await admission.admit(b, "", "10.0.0.2:1")
+    pid = peer_id(a.device_key)
+    assert (await net.repo.find_member(pid[:12])).peer_id == pid
+    assert (await net.repo.find_member("beta")).peer_id == peer_id(b.device_key)
+    error = await refused(net.repo.find_member("lp-"))
+    assert error.code is ErrorCode.INVALID_REQUEST  # ambiguous
+    error = await refused(net.repo.find_member("nobody"))
+    assert error.code is ErrorCode.NOT_FOUND
+    await net.invite()
+    (invite,) = await net.repo.invites()
+    assert (await net.repo.find_invite(invite.id[:6])).id == invite.id
+
+
+async def test_member_records_round_trip(repo: MembershipRepository) -> None:
+    record = MemberRecord(
+        peer_id="lp-x",
+        device_key=b"\x01" * 32,
+        account_key=b"\x02" * 32,
+        name="n",
+        trust="community",
+        status="pending",
+        invite_id=None,
+        first_seen_ms=5,
+        last_seen_ms=5,
+    )
+    await repo.join(record, now_ms=5)
+    assert await repo.join(record, now_ms=6) == (await repo.member("lp-x"))  # idempotent
+    await repo.touch("lp-x", now_ms=9, name="renamed")
+    stored = await repo.member("lp-x")
+    assert stored is not None
+    assert (stored.device_key, stored.name, stored.last_seen_ms) == (b"\x01" * 32, "renamed", 9)
+
+
+async def test_revocation_watcher_disconnects_only_revoked_connected_nodes(
+    net: Network,
+) -> None:
+    admission = net.admission("public")
+    certs = [device(name=f"n{i}") for i in range(3)]
+    for cert in certs:
+        await admission.admit(cert, "", "10.0.0.1:1")
+    pids = [peer_id(c.device_key) for c in certs]
+    connected = {pids[0], pids[1]}
+    dropped: list[tuple[str, ErrorCode]] = []
+
+    async def disconnect(pid: str, error: LichenError) -> bool:
+        if pid not in connected:
+            return False
+        dropped.append((pid, error.code))
+        connected.discard(pid)
+        return True
+
+    watcher = RevocationWatcher(net.repo, disconnect)
+    assert await watcher.poll_once() == []
+    for pid in (pids[0], pids[2]):  # pids[2] is revoked but not connected
+        await net.repo.set_status(pid, "revoked", now_ms=now_ms())
+    assert await watcher.poll_once() == [pids[0]]
+    assert dropped == [(pids[0], ErrorCode.IDENTITY_REVOKED)]
+    assert await watcher.poll_once() == []  # already gone
