@@ -356,6 +356,11 @@ def report(runs: dict[str, list[Run]]) -> str:
         )
     ratio = n["tps_p50"] / d["tps_p50"]
     added = n["ttft_p50"] - d["ttft_p50"]
+    # Paired: each lichen run against the direct run of the same prompt and repetition,
+    # taken back to back, so slow drifts in machine load cancel out.
+    pairs = list(zip(runs["direct"], runs["lichen"], strict=True))
+    paired_ratio = pct([b.decode_tps / a.decode_tps for a, b in pairs if a.decode_tps], 50)
+    paired_added = pct([(b.ttft_s - a.ttft_s) * 1000 for a, b in pairs], 50)
     rows += [
         "",
         f"decode tok/s ratio lichen/direct (p50): {ratio:.3f}   target >= 0.98  "
@@ -364,6 +369,8 @@ def report(runs: dict[str, list[Run]]) -> str:
         f"{'MET' if added <= 5 else 'MISSED'}",
         f"TTFT ratio lichen/direct (p50):         {n['ttft_p50'] / d['ttft_p50']:.3f}   "
         f"(p95 {n['ttft_p95'] - d['ttft_p95']:+.1f} ms)",
+        f"paired medians (same prompt, back to back): decode ratio {paired_ratio:.3f}, "
+        f"TTFT added {paired_added:+.1f} ms",
         f"load avg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
     ]
     return "\n".join(rows)

@@ -207,9 +207,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def lichen_db_url(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[str]:
+async def lichen_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The URL of a fresh, migrated database: once on SQLite, once on PostgreSQL."""
     if request.param == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")

@@ -67,6 +67,37 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL; defaults to SQLite (WAL) under the data dir.",
     )
 
+    # accounts, quotas and credits (gateway)
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL for rate-limit counters shared by several gateway processes "
+        "(default: counters in this process).",
+    )
+    allow_anonymous: bool = Field(
+        default=True,
+        description="Serve inference without an API key, bounded by the per-address limits.",
+    )
+    require_credits: bool = Field(
+        default=False,
+        description="Charge signed-in users for inference and refuse (402) when they have "
+        "no credits; nodes' owners are paid from the charge.",
+    )
+    key_requests_per_minute: int = Field(
+        default=60, ge=0, description="Requests per minute per API key or account (0 = no limit)."
+    )
+    key_tokens_per_day: int = Field(
+        default=1_000_000, ge=0, description="Tokens per day per API key or account (0 = no limit)."
+    )
+    anonymous_requests_per_minute: int = Field(
+        default=20, ge=0, description="Requests per minute per client address without a key."
+    )
+    anonymous_tokens_per_day: int = Field(
+        default=100_000, ge=0, description="Tokens per day per client address without a key."
+    )
+    auth_attempts_per_minute: int = Field(
+        default=10, ge=0, description="Sign-up, sign-in and refresh attempts per minute per IP."
+    )
+
     # node
     model: str = Field(
         default=DEFAULT_MODEL, description="Model to serve: catalog name, GGUF path or URL."

@@ -137,11 +137,14 @@ def test_telemetry_toggle_is_off_by_default_and_persists(
 
 def test_privacy_page_states_the_policy(up: LichenProcess, page: Page, screenshot: Shot) -> None:
     page.goto(up.url + "/")
+    summary = page.locator("#policy-text").inner_text()
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Privacy").click()
     expect(page).to_have_url(up.url + "/privacy")
-    expect(page.get_by_role("heading", level=1)).to_contain_text("Privacy")
-    expect(page.locator("#policy-summary")).not_to_be_empty()
-    expect(page.get_by_role("heading", level=2).first).to_be_visible()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Privacy policy: private")
+    expect(page.locator("main")).to_contain_text(summary)  # the chat's summary, same words
+    expect(page.get_by_role("heading", name="What is stored, where, for how long")).to_be_visible()
+    page.locator("summary", has_text="The policy file").click()  # <details>: the file itself
+    expect(page.locator("details pre")).to_contain_text('name = "private"')
     screenshot(page, "privacy")
 
 

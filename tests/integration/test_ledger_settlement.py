@@ -7,10 +7,10 @@ import uuid
 
 import msgspec
 import pytest
-from ledger_kit import MODEL, NodeKeys
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger_kit import MODEL, NodeKeys
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.signing import generate_key, public_raw
 from lichen.ledger import Claim, Ledger, cost, user_account
@@ -40,7 +40,9 @@ async def _count(engine: AsyncEngine, table: type[object]) -> int:
 async def test_settlement_debits_the_consumer_and_credits_the_nodes_owner(ledger: Ledger) -> None:
     alice, node = _user(), NodeKeys()
     await ledger.grant(alice, 1_000, reason="test credits")
-    settled = await ledger.settle(Claim(receipt=node.receipt(prompt=10, completion=20), consumer=alice))
+    settled = await ledger.settle(
+        Claim(receipt=node.receipt(prompt=10, completion=20), consumer=alice)
+    )
     price = cost(MODEL, Usage(10, 20))
     assert settled.amount == price > 0
     assert settled.payee == node.owner
@@ -85,12 +87,8 @@ async def test_forged_and_altered_receipts_are_refused(
 ) -> None:
     alice, node = _user(), NodeKeys()
     receipt = msgspec.msgpack.decode(node.receipt(), type=Receipt)
-    altered = msgspec.msgpack.encode(
-        msgspec.structs.replace(receipt, usage=Usage(10, 10**9))
-    )
-    forged = msgspec.msgpack.encode(
-        msgspec.structs.replace(receipt, signature=bytes(64))
-    )
+    altered = msgspec.msgpack.encode(msgspec.structs.replace(receipt, usage=Usage(10, 10**9)))
+    forged = msgspec.msgpack.encode(msgspec.structs.replace(receipt, signature=bytes(64)))
     for bad in (altered, forged, b"\x93garbage"):
         with pytest.raises(LichenError) as info:
             await ledger.settle(Claim(receipt=bad, consumer=alice))

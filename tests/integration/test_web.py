@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -44,6 +45,24 @@ class OpenFeedPolicy:
             sections=[PolicySection("In short", paragraphs=["Everything <b>public</b>."])],
             source='name = "open"',
         )
+
+
+class FakePost:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def feed_json(self) -> dict[str, Any]:
+        return self.data
+
+
+class FakeFeed:
+    def __init__(self, posts: list[FakePost]) -> None:
+        self.posts = posts
+        self.limits: list[int] = []
+
+    async def feed(self, limit: int = 50) -> list[FakePost]:
+        self.limits.append(limit)
+        return self.posts[:limit]
 
 
 @pytest.fixture
@@ -222,18 +241,46 @@ async def test_telemetry_cannot_be_changed_from_another_machine(tmp_path: Path) 
     assert FileTelemetrySetting(tmp_path).enabled() is False
 
 
-async def test_policy_with_classes_and_feed_shows_selector_and_document(
+async def test_policy_with_classes_and_feed_shows_selector_document_and_feed(
     net: LocalNetwork, tmp_path: Path
 ) -> None:
-    await web(net, tmp_path, policy=OpenFeedPolicy())
+    feed = FakeFeed(
+        [
+            FakePost(
+                {
+                    "id": "req-1",
+                    "created_ms": 1_700_000_000_000,
+                    "model": MODEL,
+                    "prompt": [{"role": "user", "content": "<script>alert(1)</script>"}],
+                    "completion": "Moss grows slowly.",
+                }
+            )
+        ]
+    )
+    await web(net, tmp_path, policy=OpenFeedPolicy(), feed=feed)
     chat = (await net.client.get("/")).text
     assert 'id="privacy-class"' in chat and '<option value="private"' in chat
+    assert '<option value="" ' in chat  # "network default" comes first
+    assert 'id="publish"' in chat and 'id="publish" name="lichen_public" checked' not in chat
     assert "Prompts you mark public appear on the public feed." in chat
     assert '<a href="/feed"' in chat
     privacy = (await net.client.get("/privacy")).text
     assert "Privacy policy: open" in privacy
     assert "Everything &lt;b&gt;public&lt;/b&gt;." in privacy  # escaped, never raw HTML
-    assert "owner nodes only" in privacy
+    assert 'name = &#34;open&#34;' in privacy  # the policy file itself
+    page = await net.client.get("/feed")
+    assert page.status_code == 200
+    assert "Moss grows slowly." in page.text and "2023-11-14 22:13 UTC" in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "<script>alert" not in page.text
+    assert feed.limits == [100]
+
+
+async def test_no_feed_page_without_a_public_feed(net: LocalNetwork, tmp_path: Path) -> None:
+    await web(net, tmp_path)
+    assert (await net.client.get("/feed")).status_code == 404
+    assert 'href="/feed"' not in (await net.client.get("/")).text
+    assert 'id="publish"' not in (await net.client.get("/")).text
 
 
 async def test_routes_another_feature_serves_are_left_alone(tmp_path: Path) -> None:

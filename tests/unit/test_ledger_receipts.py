@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from ledger_kit import MODEL, NodeKeys
 
+from ledger_kit import MODEL, NodeKeys
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.signing import generate_key, public_raw
 from lichen.ledger import journal, pricing
@@ -87,7 +87,12 @@ def test_countersignature_binds_payer_payee_and_amount() -> None:
         public_raw(key), signature, "ab" * 32, consumer="user:a", payee="owner:b", amount=6
     )
     assert not verify_countersignature(
-        public_raw(generate_key()), signature, "ab" * 32, consumer="user:a", payee="owner:b", amount=5
+        public_raw(generate_key()),
+        signature,
+        "ab" * 32,
+        consumer="user:a",
+        payee="owner:b",
+        amount=5,
     )
 
 
@@ -103,7 +108,7 @@ def test_journal_entries_chain_and_detect_edits() -> None:
         amount=100,
         receipt_hash=None,
         memo="welcome",
-        created_ms=1,
+        recorded_ms=1,
     )
     assert journal.verify_signature(first)
     assert journal.expected_hash(first) == first.entry_hash
@@ -119,7 +124,7 @@ def test_journal_entries_chain_and_detect_edits() -> None:
         amount=1,
         receipt_hash=None,
         memo="again",
-        created_ms=2,
+        recorded_ms=2,
     )
     assert second.prev_hash == first.entry_hash != second.entry_hash
 
@@ -132,9 +137,9 @@ def test_journal_refuses_negative_or_self_entries() -> None:
     key = generate_key()
     common = {"seq": 1, "prev_hash": journal.GENESIS_HASH, "kind": "grant", "receipt_hash": None}
     with pytest.raises(ValueError):
-        journal.seal(key, debit="a", credit="b", amount=-1, memo="", created_ms=0, **common)  # type: ignore[arg-type]
+        journal.seal(key, debit="a", credit="b", amount=-1, memo="", recorded_ms=0, **common)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        journal.seal(key, debit="a", credit="a", amount=1, memo="", created_ms=0, **common)  # type: ignore[arg-type]
+        journal.seal(key, debit="a", credit="a", amount=1, memo="", recorded_ms=0, **common)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ def test_durations() -> None:
         (('prompt_logging = "metadata"', 'prompt_logging = "full"'), "stored = true"),
         (
             ("[data.prompt]\nstored = false", '[data.prompt]\nstored = true\nwhere = ["gateway"]'),
-            "no reason",
+            "gives a reason",
         ),
         (('retention = "30d"', 'retention = "soon"'), "not a duration"),
         (('name = "private"', 'name = "Has Spaces"'), "name"),

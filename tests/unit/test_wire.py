@@ -29,6 +29,7 @@ from lichen.wire.messages import (
     Message,
     Probe,
     SamplingParams,
+    Telemetry,
     Usage,
     Welcome,
 )
@@ -84,6 +85,8 @@ EVERY_MESSAGE: list[Message] = [
         deadline_ms=1,
     ),
     EmbedResult(job_id="e1", vectors=[b"\x00\x00\x80?", b""], usage=Usage(3, 0)),
+    Telemetry(requests=3, tokens=42, tokens_per_s=40.5, models=["smollm2-135m"], uptime_s=60),
+    Telemetry(requests=1),  # a policy may allow only some counters
     JobChunk(job_id="j1", seq=1, text="", tool_calls='[{"index": 0, "id": "c1"}]'),
     JobEnd(job_id="j2", finish_reason="stop", usage=Usage(0, 0, reported=False)),
 ]

@@ -44,7 +44,7 @@ async def export_account(
                 "amount": e.amount,
                 "receipt_hash": e.receipt_hash,
                 "memo": e.memo,
-                "created_ms": e.created_ms,
+                "recorded_ms": e.recorded_ms,
             }
             for e in await ledger.history(account.ledger_account, limit=HISTORY_LIMIT)
         ]

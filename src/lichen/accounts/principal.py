@@ -17,7 +17,7 @@ SCOPES: tuple[str, ...] = (SCOPE_INFERENCE, SCOPE_ACCOUNT)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Principal:
     kind: PrincipalKind
-    ip: str  # client address (rate limits for anonymous use)
+    client: str  # keyed hash of the client's address (per-address limits); never the address
     account_id: str | None = None
     key_id: str | None = None  # the API key used, if any
     scopes: frozenset[str] = frozenset()
@@ -33,7 +33,7 @@ class Principal:
             return f"key:{self.key_id}"
         if self.account_id is not None:
             return f"acct:{self.account_id}"
-        return f"ip:{self.ip}"
+        return f"ip:{self.client}"
 
     @property
     def ledger_account(self) -> str | None:
@@ -43,5 +43,5 @@ class Principal:
         return scope in self.scopes
 
 
-def anonymous(ip: str) -> Principal:
-    return Principal(kind="anonymous", ip=ip)
+def anonymous(client: str) -> Principal:
+    return Principal(kind="anonymous", client=client)

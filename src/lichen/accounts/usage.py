@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lichen.clock import Clock, system_clock
+from lichen.clock import Clock, system_clock, to_ms
 from lichen.storage.accounts_tables import AccountUsageRow
 
 
@@ -65,6 +65,7 @@ class UsageRepository:
                 prompt_tokens=max(0, prompt_tokens),
                 completion_tokens=max(0, completion_tokens),
                 credits=max(0, credits),
+                created_ms=to_ms(self._clock()),
             )
             table = AccountUsageRow
             await conn.execute(

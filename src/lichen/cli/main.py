@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from lichen import __version__
+from lichen.cli import credits as credits_cli
 from lichen.cli import invite, models, network, policy, privacy, secret
 from lichen.cli.chat import chat_command
 from lichen.cli.node import node_command
@@ -28,6 +29,8 @@ app.add_typer(secret.app, name="secret")
 app.add_typer(policy.app, name="policy")
 app.add_typer(privacy.app, name="privacy")
 app.command("chat")(chat_command)
+app.add_typer(credits_cli.app, name="credits")
+app.add_typer(credits_cli.ledger_app, name="ledger")
 
 
 @app.command("version")

@@ -30,6 +30,8 @@ class Finish:
 
     finish_reason: str  # "stop" | "length" | "cancelled"
     usage: Usage
+    receipt: bytes = b""  # the node's signed receipt (set by the tracker from JobEnd)
+    job_id: str = ""  # the tracker's job id (set by the tracker)
 
 
 EngineEvent = Delta | Finish

@@ -81,8 +81,7 @@ class OpenAIEngine:
 
     def __init__(self, config: UpstreamConfig, *, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        self._client = client or _client(config)
-        self._owns_client = client is None
+        self._client = client or _client(config)  # closed by close(), also when given
         self._models: list[str] = []
         self._callbacks: list[ModelsChanged] = []
         self._active = 0
@@ -258,8 +257,7 @@ class OpenAIEngine:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._owns_client:
-            await self._client.aclose()
+        await self._client.aclose()
 
 
 def _whole_answer(body: Any) -> list[EngineEvent]:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from lichen import __version__
 from lichen.errors import ErrorCode, LichenError
+from lichen.gateway.accounting import Accounting
 from lichen.gateway.completions import CompletionService
 from lichen.gateway.embeddings import EmbeddingService
 from lichen.gateway.errors import install_error_handlers
@@ -30,6 +31,7 @@ class GatewayDeps:
     started: float = 0.0
     metrics: GatewayMetrics | None = None  # serves /metrics and counts requests when set
     embeddings: EmbeddingService | None = None  # default: routed over completions' scheduler
+    accounting: Accounting | None = None  # /v1/auth, /v1/account, quotas, credits (lichen.gateway)
 
 
 def _model_card(name: str, nodes: int, created: int) -> dict[str, object]:
@@ -81,6 +83,8 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     )
     app.add_api_route("/v1/embeddings", embeddings.embeddings, methods=["POST"])
     register_ollama(app, OllamaApi(deps.registry, deps.completions, embeddings))
+    if deps.accounting is not None:
+        deps.accounting.install(app, deps.completions)
     if deps.metrics is not None:
         app.add_middleware(MetricsMiddleware, metrics=deps.metrics)
         endpoint = metrics_endpoint(deps.metrics.registry)

@@ -54,6 +54,12 @@ class Outcome:
     ttft_ms: int | None = None
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
     node: str | None = None
+    receipt: bytes = b""  # the serving node's signed receipt (ledger), when it sent one
+    job_id: str = ""  # the tracker's id of the job that finished the answer
+
+    def finished(self, finish: Finish) -> None:
+        """Take usage (and the node's receipt) from the answer's final event."""
+        self.usage, self.receipt, self.job_id = finish.usage, finish.receipt, finish.job_id
 
 
 @dataclass
@@ -107,6 +113,7 @@ class CompletionService:
         record: RecordUsage | None = None,
         metrics: GatewayMetrics | None = None,
         pipeline: RequestPipeline | None = None,
+        settle: Callable[[Outcome], Awaitable[None]] | None = None,
     ) -> None:
         self.router = router
         self.scheduler = scheduler
@@ -115,6 +122,7 @@ class CompletionService:
         self.record = record
         self.metrics = metrics
         self.pipeline = pipeline  # privacy: screening, pseudonymization, privacy classes
+        self.settle = settle  # accounting: quotas, ledger, usage (lichen.gateway.guard)
 
     def resolve_model(self, requested: str, *, tools: bool = False) -> str:
         """The model to run (``auto`` resolved): 404 if nobody serves it, 400 if the
@@ -233,7 +241,7 @@ class CompletionService:
             answer = await self.collect(routed, request)
         except LichenError as error:
             return await self._fail(outcome, error)
-        outcome.usage = answer.finish.usage
+        outcome.finished(answer.finish)
         await self._record(outcome)
         finish = answer.finish
         return JSONResponse(
@@ -264,7 +272,7 @@ class CompletionService:
                             yield shape.tool_calls_chunk(event.tool_calls)
                     else:
                         yield shape.finish_chunk(event.finish_reason)
-                        outcome.usage = event.usage
+                        outcome.finished(event)
                         if include_usage:
                             yield shape.usage_chunk(event.usage)
                         break
@@ -291,6 +299,11 @@ class CompletionService:
         await self._record(outcome)
 
     async def _record(self, outcome: Outcome) -> None:
+        if self.settle is not None:
+            try:
+                await self.settle(outcome)
+            except Exception as exc:  # accounting must never break an answer
+                log.warning("could not settle the request: %s", type(exc).__name__)
         if self.metrics is not None and outcome.status < 400:
             self.metrics.observe_answer(outcome.kind, outcome.model, outcome.ttft_ms, outcome.usage)
         if self.record is None:

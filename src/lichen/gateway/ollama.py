@@ -319,7 +319,7 @@ class OllamaApi:
             answer = await self.completions.collect(routed)
         except LichenError as error:
             return await self._fail(outcome, error)
-        outcome.usage = answer.finish.usage
+        outcome.finished(answer.finish)
         await self.completions.record_outcome(outcome)
         line = _done_line(name, api, answer.finish.finish_reason, answer.finish.usage, outcome)
         _put_text(line, api, answer.text, _ollama_tool_calls(answer.tool_calls))
@@ -333,7 +333,7 @@ class OllamaApi:
             event: EngineEvent | None = routed.first
             while event is not None:
                 if not isinstance(event, Delta):
-                    outcome.usage = event.usage
+                    outcome.finished(event)
                     if calls:
                         tool_line = _line(name)
                         _put_text(tool_line, api, "", _ollama_tool_calls(merge_tool_calls(calls)))

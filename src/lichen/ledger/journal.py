@@ -7,7 +7,7 @@ signs each hash with the network key, so rebuilding the chain after an edit
 needs that key too::
 
     entry_hash = sha256(b"lichen-journal-v1" + msgpack([seq, prev_hash, kind, debit,
-                        credit, amount, receipt_hash or "", memo, created_ms]))
+                        credit, amount, receipt_hash or "", memo, recorded_ms]))
     signature  = Ed25519(network key, b"lichen-journal-sig-v1" + entry_hash bytes)
 """
 
@@ -52,7 +52,7 @@ class JournalEntry:
     amount: int  # micro-credits, >= 0
     receipt_hash: str | None  # settle: the receipt this pays for; grant: None
     memo: str  # grant: the operator's reason; settle: ""
-    created_ms: int
+    recorded_ms: int
     entry_hash: str
     signer_key: bytes  # raw network public key
     signature: bytes
@@ -68,9 +68,9 @@ def compute_hash(
     amount: int,
     receipt_hash: str | None,
     memo: str,
-    created_ms: int,
+    recorded_ms: int,
 ) -> str:
-    body = [seq, prev_hash, kind, debit, credit, amount, receipt_hash or "", memo, created_ms]
+    body = [seq, prev_hash, kind, debit, credit, amount, receipt_hash or "", memo, recorded_ms]
     return hashlib.sha256(HASH_DOMAIN + _encoder.encode(body)).hexdigest()
 
 
@@ -85,7 +85,7 @@ def expected_hash(entry: JournalEntry) -> str:
         amount=entry.amount,
         receipt_hash=entry.receipt_hash,
         memo=entry.memo,
-        created_ms=entry.created_ms,
+        recorded_ms=entry.recorded_ms,
     )
 
 
@@ -100,7 +100,7 @@ def seal(
     amount: int,
     receipt_hash: str | None,
     memo: str,
-    created_ms: int,
+    recorded_ms: int,
 ) -> JournalEntry:
     """A new entry: hashed onto ``prev_hash`` and signed with ``network_key``."""
     if amount < 0:
@@ -116,7 +116,7 @@ def seal(
         amount=amount,
         receipt_hash=receipt_hash,
         memo=memo,
-        created_ms=created_ms,
+        recorded_ms=recorded_ms,
     )
     return JournalEntry(
         seq=seq,
@@ -127,7 +127,7 @@ def seal(
         amount=amount,
         receipt_hash=receipt_hash,
         memo=memo,
-        created_ms=created_ms,
+        recorded_ms=recorded_ms,
         entry_hash=digest,
         signer_key=public_raw(network_key),
         signature=sign(network_key, SIGNATURE_DOMAIN + bytes.fromhex(digest)),

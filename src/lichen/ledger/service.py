@@ -264,7 +264,7 @@ class Ledger:
             amount=amount,
             receipt_hash=verified.hash,
             memo="",
-            created_ms=now_ms,
+            recorded_ms=now_ms,
         )
         batch.receipts.append(
             {
@@ -282,7 +282,7 @@ class Ledger:
                     self._key, verified.hash, consumer=op.consumer, payee=payee, amount=amount
                 ),
                 "signer_key": entry.signer_key,
-                "created_ms": now_ms,
+                "recorded_ms": now_ms,
             }
         )
         batch.hashes.add(verified.hash)
@@ -308,7 +308,7 @@ class Ledger:
             amount=op.amount,
             receipt_hash=None,
             memo=op.memo,
-            created_ms=now_ms,
+            recorded_ms=now_ms,
         )
         self._add(batch, entry)
         return entry
@@ -387,7 +387,7 @@ ENTRY_COLUMNS = (
     LedgerJournalRow.amount,
     LedgerJournalRow.receipt_hash,
     LedgerJournalRow.memo,
-    LedgerJournalRow.created_ms,
+    LedgerJournalRow.recorded_ms,
     LedgerJournalRow.entry_hash,
     LedgerJournalRow.signer_key,
     LedgerJournalRow.signature,
@@ -404,7 +404,7 @@ def entry_from_row(row: Any) -> JournalEntry:
         amount=int(row.amount),
         receipt_hash=row.receipt_hash,
         memo=row.memo,
-        created_ms=int(row.created_ms),
+        recorded_ms=int(row.recorded_ms),
         entry_hash=row.entry_hash,
         signer_key=bytes(row.signer_key),
         signature=bytes(row.signature),
@@ -422,7 +422,7 @@ def _entry_row(entry: JournalEntry) -> dict[str, Any]:
         "amount": entry.amount,
         "receipt_hash": entry.receipt_hash,
         "memo": entry.memo,
-        "created_ms": entry.created_ms,
+        "recorded_ms": entry.recorded_ms,
         "signer_key": entry.signer_key,
         "signature": entry.signature,
     }

@@ -71,7 +71,7 @@ def describe(entry: JournalEntry) -> dict[str, Any]:
         "amount": entry.amount,
         "receipt_hash": entry.receipt_hash,
         "memo": entry.memo,
-        "created_ms": entry.created_ms,
+        "recorded_ms": entry.recorded_ms,
         "prev_hash": entry.prev_hash,
         "entry_hash": entry.entry_hash,
         "signer_key": entry.signer_key.hex(),

@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -21,6 +22,7 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 from lichen.engines.base import Engine, WatchesModels
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.store import Identity
+from lichen.ledger.receipts import ReceiptSigner
 from lichen.node.jobs import JobRunner
 from lichen.privacy.node_side import NodePrivacy
 from lichen.transport.handshake import client_handshake
@@ -69,8 +71,9 @@ class NodeConfig:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
     refuse_policies: tuple[str, ...] = ()  # network policies this node will not serve
-    telemetry: bool = False  # the operator opted in to sending counters
+    telemetry: bool | None = False  # opted in to sending counters; None: the saved setting
     telemetry_interval_s: float = 60.0
+    settings_dir: Path | None = None  # where the saved telemetry setting lives
 
 
 class NodeAgent:
@@ -80,11 +83,14 @@ class NodeAgent:
         self.identity = identity
         self.engine = engine
         self.config = config
-        self.runner = JobRunner(engine)
+        self.runner = JobRunner(
+            engine, ReceiptSigner(identity.device_key, identity.device_certificate)
+        )
         self.privacy = NodePrivacy(
             refuse=config.refuse_policies,
             telemetry=config.telemetry,
             telemetry_interval_s=config.telemetry_interval_s,
+            settings_dir=config.settings_dir,
         )
         self.connected = asyncio.Event()
         self.draining = False
@@ -149,6 +155,8 @@ class NodeAgent:
             if self.config.network_key is None:
                 self.config.network_key = network_key  # pin it for reconnects
             self.privacy.accept(welcome.policy, network_key)  # may refuse the network
+            if self.runner.receipts is not None:
+                self.runner.receipts.session = welcome.session_id  # receipts name the link
             await link.send(self._manifest())
             self._link = link
             self.connected.set()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from lichen.engines.base import Delta, Embedder, Engine, Finish
 from lichen.errors import ErrorCode, LichenError
+from lichen.ledger.receipts import ReceiptSigner
 from lichen.transport.link import LinkClosed
 from lichen.wire.messages import (
     EmbedResult,
@@ -51,8 +53,9 @@ class RunnerStats:
 class JobRunner:
     """Owns the node's running jobs: start, credit, cancel, drain."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, receipts: ReceiptSigner | None = None) -> None:
         self.engine = engine
+        self.receipts = receipts  # signs a receipt for every finished job (the ledger pays it)
         self.jobs: dict[str, Job] = {}
         self.embeds: dict[str, asyncio.Task[None]] = {}
         self.stats = RunnerStats()
@@ -122,6 +125,17 @@ class JobRunner:
             await asyncio.wait_for(self._idle.wait(), timeout)
         return self._idle.is_set()
 
+    def _receipt(self, job: Job, finish: Finish) -> bytes:
+        if self.receipts is None:
+            return b""
+        return self.receipts.sign(
+            job_id=job.id,
+            model=job.start.request.model,
+            usage=finish.usage,
+            finish_reason=finish.finish_reason,
+            issued_ms=time.time_ns() // 1_000_000,
+        )
+
     async def _run(self, job: Job, send: Send) -> None:
         seq = 0
         events = self.engine.generate(job.start.request)
@@ -141,7 +155,12 @@ class JobRunner:
                     seq += 1
                 elif isinstance(event, Finish):
                     await send(
-                        JobEnd(job_id=job.id, finish_reason=event.finish_reason, usage=event.usage)
+                        JobEnd(
+                            job_id=job.id,
+                            finish_reason=event.finish_reason,
+                            usage=event.usage,
+                            receipt=self._receipt(job, event),
+                        )
                     )
                     self.stats.jobs_ok += 1
                     self.stats.tokens_in += event.usage.prompt_tokens

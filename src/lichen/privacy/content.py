@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +25,17 @@ from lichen.privacy.policy import Policy
 from lichen.storage.tables import CompletionLog, PromptLog
 
 SUBJECT_DOMAIN = b"lichen-subject-v1\x00"
+
+# Drivers that log statement parameters (prompt text, here) at DEBUG or INFO.
+PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "asyncpg")
+
+
+def silence_parameter_logging() -> None:
+    """Keep the database drivers from logging the prompts and answers this module writes."""
+    for name in PARAMETER_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def new_deletion_token() -> str:
@@ -88,6 +100,7 @@ class ContentRepository:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        silence_parameter_logging()
 
     async def keep(self, exchange: Exchange, deletion_token: str, policy: Policy) -> None:
         """Store one exchange, or nothing, as the policy allows (``POLICY_FORBIDS`` otherwise)."""

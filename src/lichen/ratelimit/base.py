@@ -40,7 +40,7 @@ class Count:
 
 
 class Backend(Protocol):
-    """Where counters live: this process (:mod:`.memory`) or a shared Redis (:mod:`.redis_store`)."""
+    """Where counters live: this process (:mod:`.memory`) or Redis (:mod:`.redis_store`)."""
 
     async def take(self, key: str, window: Window, cost: int, now: float, *, force: bool) -> Count:
         """Count ``cost`` units in the current window of ``key``, atomically.

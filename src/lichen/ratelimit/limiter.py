@@ -17,6 +17,8 @@ import logging
 import math
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
 from lichen.clock import Clock, system_clock
 from lichen.errors import ErrorCode, LichenError
 from lichen.ratelimit.base import Backend, Count, Window
@@ -95,7 +97,9 @@ class RateLimiter:
             return None
         count = await self._take(f"evt:{subject}", window, 1, self._clock(), force=False)
         if count is not None and not count.allowed:
-            raise _limited("too many attempts; wait a moment", Quota(requests=count), count.retry_after_s)
+            raise _limited(
+                "too many attempts; wait a moment", Quota(requests=count), count.retry_after_s
+            )
         return count
 
     async def _take(
@@ -103,15 +107,10 @@ class RateLimiter:
     ) -> Count | None:
         try:
             return await self.backend.take(key, window, cost, now, force=force)
-        except (OSError, ConnectionError, TimeoutError) as exc:
+        except (OSError, TimeoutError, RedisError) as exc:
             # Fail open: a rate-limit store outage must not take the API down with it.
             log.warning("rate-limit store unavailable (%s); not limiting", type(exc).__name__)
             return None
-        except Exception as exc:
-            if type(exc).__module__.startswith("redis"):
-                log.warning("rate-limit store error (%s); not limiting", type(exc).__name__)
-                return None
-            raise
 
     async def aclose(self) -> None:
         await self.backend.aclose()

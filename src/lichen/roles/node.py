@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lichen.config import Settings
-from lichen.identity.store import load_identity
+from lichen.errors import LichenError
+from lichen.identity.certs import verify_device_certificate
+from lichen.identity.store import Identity, load_identity, now_ms
 from lichen.models import ModelStore, Progress
 from lichen.node.agent import NodeAgent, NodeConfig
 from lichen.node.join import resolve_join
@@ -49,8 +51,8 @@ async def run_node(
     """Serve ``models`` (default: ``settings.model``) to the tracker the invite names."""
     stop = stop or install_shutdown_signals()
     target = resolve_join(settings.data_dir, join)
-    name = settings.node_name or socket.gethostname()
-    identity = load_identity(settings.data_dir, node_name=name)
+    identity = load_identity(settings.data_dir, node_name=settings.node_name or "")
+    name = settings.node_name or _certified_name(identity) or socket.gethostname()
     store = ModelStore(settings.models_path)
     installed = [
         await asyncio.to_thread(install_model, store, spec, progress)
@@ -90,3 +92,11 @@ async def run_node(
         log.info("node stopped")
     if agent.fatal is not None:
         raise agent.fatal
+
+
+def _certified_name(identity: Identity) -> str:
+    """The name this node was given before (kept in its device certificate)."""
+    try:
+        return verify_device_certificate(identity.device_certificate, now_ms=now_ms()).name
+    except LichenError:
+        return ""

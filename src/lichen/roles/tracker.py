@@ -25,13 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lichen import __version__
 from lichen.config import Settings
+from lichen.gateway.accounting import Accounting
 from lichen.gateway.app import GatewayDeps, create_app
 from lichen.gateway.completions import CompletionService
 from lichen.identity.store import Identity, now_ms
 from lichen.metrics import GatewayMetrics, TrackerCollector, metrics_endpoint
 from lichen.node.join import dial_url
 from lichen.privacy.runtime import PrivacyRuntime
-from lichen.routing.reputation import EwmaReputation
 from lichen.routing.router import Router
 from lichen.routing.scheduler import Scheduler
 from lichen.server import HttpServer
@@ -106,6 +106,7 @@ class TrackerStack:
     local_node_url: str  # ws:// on loopback, for a node in this process or on this machine
     info: TrackerInfo
     metrics: CollectorRegistry  # /metrics of this process; a node in it adds its collector
+    accounting: Accounting | None = None  # accounts, keys, quotas, ledger, reputation
 
 
 def _bare_app(tracker: TrackerService) -> FastAPI:
@@ -130,6 +131,7 @@ async def tracker_stack(
     tracker: TrackerService | None = None
     watcher_task: asyncio.Task[None] | None = None
     privacy: PrivacyRuntime | None = None
+    accounting: Accounting | None = None
     runtime = settings.data_dir / RUNTIME_FILE
     try:
         await migrate(settings.database)
@@ -158,7 +160,9 @@ async def tracker_stack(
             policy=privacy.wire_policy,
         )
         tracker.telemetry = privacy.telemetry_sink
-        reputation = EwmaReputation()
+        # Accounts, API keys, quotas, the credit ledger, and the persisted reputation.
+        accounting = Accounting.build(settings, db, identity.network_key)
+        reputation = accounting.reputation
         scheduler = Scheduler(tracker.registry, reputation)
         scheduler.trust_for = privacy.policy.allowed_trust
         metrics = CollectorRegistry()
@@ -180,6 +184,7 @@ async def tracker_stack(
                     completions=completions,
                     started=started,
                     metrics=gateway_metrics,
+                    accounting=accounting,
                 )
             )
             install_web(
@@ -193,6 +198,7 @@ async def tracker_stack(
                     reputation=reputation,
                     policy=privacy.view,
                     telemetry_override=settings.telemetry,
+                    feed=privacy.content,
                 ),
             )
         else:
@@ -202,6 +208,7 @@ async def tracker_stack(
         privacy.install_routes(app)  # after the web UI: its /privacy page wins
         await tracker.start()
         await privacy.start()
+        await accounting.start()
         watcher = RevocationWatcher(members, tracker.disconnect, poll_s=settings.membership_poll_s)
         watcher_task = asyncio.create_task(watcher.run(), name="revocation-watcher")
         http = HttpServer(app, host=settings.host, port=settings.port)
@@ -234,6 +241,7 @@ async def tracker_stack(
             local_node_url=f"ws://{host}:{port}{NODE_PATH}",
             info=info,
             metrics=metrics,
+            accounting=accounting,
         )
     finally:
         recorded = read_tracker_info(settings.data_dir)
@@ -246,6 +254,8 @@ async def tracker_stack(
                 await watcher_task
         if privacy is not None:
             await privacy.stop()
+        if accounting is not None:
+            await accounting.stop()
         if tracker is not None:
             await tracker.stop()
         if http is not None:

@@ -8,6 +8,11 @@ one privacy data class (:data:`ACCOUNTS_DATA_CLASS`), also carried per row in a
 
 Secrets are never stored: passwords as argon2 hashes, API keys and session tokens
 as SHA-256 digests of high-entropy random strings.
+
+The privacy retention sweeper ages rows by their ``created_ms`` column: session
+tokens (and, through ``ON DELETE CASCADE``, their families) and daily usage rows
+expire as the policy says. The ledger's tables name their time ``recorded_ms``
+instead: the journal is append-only and hash-chained, so no sweeper may thin it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ ACCOUNT_DATA = "account"
 API_KEY_DATA = "api_key"
 SESSION_TOKEN_DATA = "session_token"
 RECEIPT_DATA = "receipt"
+NODE_MANIFEST_DATA = "node_manifest"
 
 ID_MAX = 32  # uuid4().hex
 USERNAME_MAX = 32
@@ -68,7 +74,9 @@ class ApiKeyRow(Base):
     __table_args__ = (_data_class_check(API_KEY_DATA),)
 
     id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("account.id"), index=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(16))  # "lk-abcd1234", shown in listings
     key_hash: Mapped[str] = mapped_column(String(DIGEST_MAX), unique=True)
@@ -86,7 +94,9 @@ class SessionFamilyRow(Base):
     __table_args__ = (_data_class_check(SESSION_TOKEN_DATA),)
 
     id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("account.id"), index=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), index=True
+    )
     created_ms: Mapped[int] = mapped_column(BigInteger)
     revoked_ms: Mapped[int | None] = mapped_column(BigInteger)  # logout or refresh reuse
     data_class: Mapped[str] = _data_class(SESSION_TOKEN_DATA)
@@ -102,7 +112,9 @@ class SessionTokenRow(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
-    family_id: Mapped[str] = mapped_column(ForeignKey("session_family.id"), index=True)
+    family_id: Mapped[str] = mapped_column(
+        ForeignKey("session_family.id", ondelete="CASCADE"), index=True
+    )
     kind: Mapped[str] = mapped_column(String(8))
     token_hash: Mapped[str] = mapped_column(String(DIGEST_MAX), unique=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)
@@ -117,13 +129,16 @@ class AccountUsageRow(Base):
     __tablename__ = "account_usage"
     __table_args__ = (_data_class_check(REQUEST_METADATA),)
 
-    account_id: Mapped[str] = mapped_column(ForeignKey("account.id"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), primary_key=True
+    )
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # UTC "YYYY-MM-DD"
     model: Mapped[str] = mapped_column(String(MODEL_NAME_MAX), primary_key=True)
     requests: Mapped[int] = mapped_column(BigInteger)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger)
     completion_tokens: Mapped[int] = mapped_column(BigInteger)
     credits: Mapped[int] = mapped_column(BigInteger)  # micro-credits charged
+    created_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # first request of the day
     data_class: Mapped[str] = _data_class(REQUEST_METADATA)
 
 
@@ -145,7 +160,7 @@ class LedgerReceiptRow(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)  # msgpack Receipt, node-signed
     countersignature: Mapped[bytes] = mapped_column(LargeBinary)
     signer_key: Mapped[bytes] = mapped_column(LargeBinary)  # network public key that countersigned
-    created_ms: Mapped[int] = mapped_column(BigInteger)
+    recorded_ms: Mapped[int] = mapped_column(BigInteger)  # not created_ms: never swept
     data_class: Mapped[str] = _data_class(RECEIPT_DATA)
 
 
@@ -168,7 +183,7 @@ class LedgerJournalRow(Base):
     amount: Mapped[int] = mapped_column(BigInteger)  # micro-credits
     receipt_hash: Mapped[str | None] = mapped_column(String(DIGEST_MAX), unique=True)
     memo: Mapped[str] = mapped_column(String(500))  # grant reason; "" for settlements
-    created_ms: Mapped[int] = mapped_column(BigInteger)
+    recorded_ms: Mapped[int] = mapped_column(BigInteger)  # not created_ms: never swept
     signer_key: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     data_class: Mapped[str] = _data_class(RECEIPT_DATA)
@@ -198,10 +213,10 @@ class LedgerHeadRow(Base):
 
 
 class NodeReputationRow(Base):
-    """Persisted reputation of one node (metadata about served requests)."""
+    """Persisted reputation of one node: data about the node, never about its users."""
 
     __tablename__ = "node_reputation"
-    __table_args__ = (_data_class_check(REQUEST_METADATA),)
+    __table_args__ = (_data_class_check(NODE_MANIFEST_DATA),)
 
     peer_id: Mapped[str] = mapped_column(String(PEER_ID_MAX), primary_key=True)
     success: Mapped[float] = mapped_column(Float)  # decayed success rate, 0..1
@@ -211,7 +226,7 @@ class NodeReputationRow(Base):
     jobs: Mapped[int] = mapped_column(BigInteger)  # all-time successes
     failures: Mapped[int] = mapped_column(BigInteger)  # all-time failures
     updated_ms: Mapped[int] = mapped_column(BigInteger)
-    data_class: Mapped[str] = _data_class(REQUEST_METADATA)
+    data_class: Mapped[str] = _data_class(NODE_MANIFEST_DATA)
 
 
 ACCOUNTS_DATA_CLASS: dict[str, str] = {
@@ -224,5 +239,5 @@ ACCOUNTS_DATA_CLASS: dict[str, str] = {
     LedgerJournalRow.__tablename__: RECEIPT_DATA,
     LedgerBalanceRow.__tablename__: RECEIPT_DATA,
     LedgerHeadRow.__tablename__: RECEIPT_DATA,
-    NodeReputationRow.__tablename__: REQUEST_METADATA,
+    NodeReputationRow.__tablename__: NODE_MANIFEST_DATA,
 }

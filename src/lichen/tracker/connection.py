@@ -130,7 +130,7 @@ class JobStream:
             return Delta(msg.text, msg.tokens, msg.tool_calls)
         self._finish()
         if isinstance(msg, JobEnd):
-            return Finish(msg.finish_reason, msg.usage)
+            return Finish(msg.finish_reason, msg.usage, receipt=msg.receipt, job_id=self.job_id)
         if isinstance(msg, JobError):
             raise LichenError(_error_code(msg.code), msg.message)
         raise LichenError(ErrorCode.NODE_FAILED, "the serving node disconnected")

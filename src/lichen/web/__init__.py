@@ -38,6 +38,8 @@ def install_web(app: FastAPI, deps: WebDeps) -> WebUI:
     add("/network", ui.network)
     add("/node", ui.node)
     add("/privacy", ui.privacy)
+    if deps.policy.has_public_feed():
+        add("/feed", ui.feed)
     add("/node/telemetry", ui.set_telemetry, "POST", html=False)
     add("/ui/api/network", ui.api_network, html=False)
     add("/ui/api/node", ui.api_node, html=False)

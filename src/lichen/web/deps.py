@@ -9,7 +9,7 @@ from pathlib import Path
 from lichen.routing.reputation import Reputation
 from lichen.storage.repositories import RequestLogRepository
 from lichen.tracker.registry import Registry
-from lichen.web.policy_view import NeutralPolicy, PolicyView
+from lichen.web.policy_view import FeedSource, NeutralPolicy, PolicyView
 from lichen.web.telemetry import FileTelemetrySetting, TelemetrySetting
 
 
@@ -24,6 +24,7 @@ class WebDeps:
     telemetry_override: bool | None = None  # LICHEN_TELEMETRY, which beats the saved setting
     policy: PolicyView = field(default_factory=NeutralPolicy)
     reputation: Reputation | None = None  # the scheduler's view of each node
+    feed: FeedSource | None = None  # public posts, on networks whose policy has a feed
 
     def __post_init__(self) -> None:
         if self.telemetry is None:

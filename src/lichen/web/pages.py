@@ -7,6 +7,7 @@ script (``static/*.js``) only adds the live parts.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from lichen.web.policy_view import PolicyView
 from lichen.web.templating import SECURITY_HEADERS, NavItem, Renderer
 
 AUTO_MODEL = "auto"
+FEED_LIMIT = 100
 TELEMETRY_HELP = "Off by default. The privacy page says what telemetry contains."
 
 
@@ -43,6 +45,27 @@ def is_local(request: Request) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host in ("localhost", "testclient")
+
+
+def _feed_entry(post: dict[str, Any]) -> dict[str, Any]:
+    """A feed post for the template: messages as a list either way, a readable UTC time."""
+    prompt = post.get("prompt")
+    if isinstance(prompt, list):
+        messages = [
+            {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
+            for m in prompt
+            if isinstance(m, dict)
+        ]
+    else:
+        messages = [{"role": "prompt", "content": str(prompt or "")}]
+    created = datetime.datetime.fromtimestamp(int(post.get("created_ms", 0)) / 1000, datetime.UTC)
+    return {
+        "id": str(post.get("id", "")),
+        "model": str(post.get("model", "")),
+        "created": created.strftime("%Y-%m-%d %H:%M UTC"),
+        "messages": messages,
+        "completion": str(post.get("completion", "")),
+    }
 
 
 def _json(data: dict[str, Any], status_code: int = 200) -> JSONResponse:
@@ -85,6 +108,7 @@ class WebUI:
             models=models(self.deps.registry),
             policy_summary=policy.summary(),
             privacy_classes=policy.classes(),
+            public_feed=policy.has_public_feed(),
         )
 
     async def network(self, request: Request) -> Response:
@@ -121,6 +145,19 @@ class WebUI:
             document=policy.document(),
             policy_summary=policy.summary(),
             privacy_classes=policy.classes(),
+        )
+
+    async def feed(self, request: Request) -> Response:
+        posts = []
+        if self.deps.feed is not None and self.deps.policy.has_public_feed():
+            posts = [_feed_entry(p.feed_json()) for p in await self.deps.feed.feed(FEED_LIMIT)]
+        return self._page(
+            request,
+            "feed.html",
+            page="feed",
+            title="Public feed",
+            posts=posts,
+            policy_summary=self.deps.policy.summary(),
         )
 
     # --- JSON for the pages' scripts --------------------------------------------------

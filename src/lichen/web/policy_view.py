@@ -6,8 +6,9 @@ gateway itself does (request metadata, never prompt or answer text).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,18 @@ class PolicyView(Protocol):
     def has_public_feed(self) -> bool: ...
 
     def document(self) -> PolicyDocument | None: ...
+
+
+class FeedPost(Protocol):
+    def feed_json(self) -> dict[str, Any]:
+        """``{"id", "created_ms", "model", "prompt", "completion"}``; nothing about the sender."""
+        ...
+
+
+class FeedSource(Protocol):
+    """Where the public feed's posts come from (the privacy feature's content store)."""
+
+    async def feed(self, limit: int = 50) -> Sequence[FeedPost]: ...
 
 
 NEUTRAL_SUMMARY = (

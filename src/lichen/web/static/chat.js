@@ -4,10 +4,10 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
   const modelSelect = $("model");
   const privacySelect = $("privacy-class");
   const privacyHelp = $("privacy-class-help");
+  const publishBox = $("publish");
   const transcript = $("transcript");
   const emptyNote = $("transcript-empty");
   const composer = $("composer");
@@ -78,13 +78,7 @@
   }
 
   async function errorMessage(response) {
-    try {
-      const body = await response.json();
-      if (body && body.error && body.error.message) return body.error.message;
-    } catch (err) {
-      // not JSON
-    }
-    return `The gateway answered ${response.status} ${response.statusText}`;
+    return (await Lichen.errorOf(response)).message;
   }
 
   function setBusy(busy) {
@@ -152,23 +146,21 @@
       stream: true,
       stream_options: { include_usage: true },
     };
-    if (privacySelect) request.privacy = privacySelect.value;
+    if (privacySelect && privacySelect.value) request.lichen_privacy_class = privacySelect.value;
+    if (publishBox) request.lichen_public = publishBox.checked;
     const started = performance.now();
     const result = { node: null, ttft: null, latency: 0, usage: null, outcome: "done" };
     let content = "";
     try {
-      const response = await fetch("/v1/chat/completions", {
+      const response = await Lichen.request("/v1/chat/completions", {
         method: "POST",
-        headers: {
-          "content-type": "application/json",
-          accept: "text/event-stream",
-          "x-csrf-token": csrfToken,
-        },
-        body: JSON.stringify(request),
+        json: request,
+        accept: "text/event-stream",
         signal: controller.signal,
-        credentials: "same-origin",
       });
       result.node = response.headers.get("x-lichen-node");
+      result.deletionToken = response.headers.get("x-lichen-deletion-token");
+      result.requestId = response.headers.get("x-lichen-request-id");
       if (!response.ok) throw new ApiError(await errorMessage(response));
       if (result.node && !nodeNames.has(result.node)) refreshNodeNames();
       setStatus("Answering…");
@@ -180,7 +172,10 @@
         if (delta) {
           if (result.ttft === null) result.ttft = performance.now() - started;
           content += delta;
+          const following =
+            transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 48;
           answer.body.append(delta);
+          if (following) transcript.scrollTop = transcript.scrollHeight;
         }
       });
     } catch (err) {
@@ -200,6 +195,14 @@
       answer.article.dataset.state = result.outcome;
       if (result.node) answer.article.dataset.node = result.node;
       answer.meta.textContent = describe(result);
+      if (publishBox && publishBox.checked && result.deletionToken && result.outcome === "done") {
+        const note = document.createElement("p");
+        note.className = "message-meta";
+        note.textContent =
+          `Published on the public feed. To delete it, send DELETE /feed/${result.requestId} ` +
+          `with the header x-lichen-deletion-token: ${result.deletionToken}`;
+        answer.meta.after(note);
+      }
       setBusy(false);
     }
     if (content) {

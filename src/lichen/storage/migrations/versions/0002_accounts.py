@@ -76,7 +76,7 @@ def upgrade() -> None:
         sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("receipt_hash", sa.String(length=64), nullable=True),
         sa.Column("memo", sa.String(length=500), nullable=False),
-        sa.Column("created_ms", sa.BigInteger(), nullable=False),
+        sa.Column("recorded_ms", sa.BigInteger(), nullable=False),
         sa.Column("signer_key", sa.LargeBinary(), nullable=False),
         sa.Column("signature", sa.LargeBinary(), nullable=False),
         sa.Column("data_class", sa.String(length=32), server_default="receipt", nullable=False),
@@ -103,7 +103,7 @@ def upgrade() -> None:
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.Column("countersignature", sa.LargeBinary(), nullable=False),
         sa.Column("signer_key", sa.LargeBinary(), nullable=False),
-        sa.Column("created_ms", sa.BigInteger(), nullable=False),
+        sa.Column("recorded_ms", sa.BigInteger(), nullable=False),
         sa.Column("data_class", sa.String(length=32), server_default="receipt", nullable=False),
         sa.CheckConstraint("data_class = 'receipt'", name=op.f("ck_ledger_receipt_data_class")),
         sa.PrimaryKeyConstraint("receipt_hash", name=op.f("pk_ledger_receipt")),
@@ -123,10 +123,10 @@ def upgrade() -> None:
         sa.Column("failures", sa.BigInteger(), nullable=False),
         sa.Column("updated_ms", sa.BigInteger(), nullable=False),
         sa.Column(
-            "data_class", sa.String(length=32), server_default="request_metadata", nullable=False
+            "data_class", sa.String(length=32), server_default="node_manifest", nullable=False
         ),
         sa.CheckConstraint(
-            "data_class = 'request_metadata'", name=op.f("ck_node_reputation_data_class")
+            "data_class = 'node_manifest'", name=op.f("ck_node_reputation_data_class")
         ),
         sa.PrimaryKeyConstraint("peer_id", name=op.f("pk_node_reputation")),
     )
@@ -139,6 +139,7 @@ def upgrade() -> None:
         sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
         sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
         sa.Column("credits", sa.BigInteger(), nullable=False),
+        sa.Column("created_ms", sa.BigInteger(), nullable=False),
         sa.Column(
             "data_class", sa.String(length=32), server_default="request_metadata", nullable=False
         ),
@@ -146,9 +147,15 @@ def upgrade() -> None:
             "data_class = 'request_metadata'", name=op.f("ck_account_usage_data_class")
         ),
         sa.ForeignKeyConstraint(
-            ["account_id"], ["account.id"], name=op.f("fk_account_usage_account_id_account")
+            ["account_id"],
+            ["account.id"],
+            name=op.f("fk_account_usage_account_id_account"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("account_id", "day", "model", name=op.f("pk_account_usage")),
+    )
+    op.create_index(
+        op.f("ix_account_usage_created_ms"), "account_usage", ["created_ms"], unique=False
     )
     op.create_table(
         "api_key",
@@ -164,7 +171,10 @@ def upgrade() -> None:
         sa.Column("data_class", sa.String(length=32), server_default="api_key", nullable=False),
         sa.CheckConstraint("data_class = 'api_key'", name=op.f("ck_api_key_data_class")),
         sa.ForeignKeyConstraint(
-            ["account_id"], ["account.id"], name=op.f("fk_api_key_account_id_account")
+            ["account_id"],
+            ["account.id"],
+            name=op.f("fk_api_key_account_id_account"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_key")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_key_key_hash")),
@@ -183,7 +193,10 @@ def upgrade() -> None:
             "data_class = 'session_token'", name=op.f("ck_session_family_data_class")
         ),
         sa.ForeignKeyConstraint(
-            ["account_id"], ["account.id"], name=op.f("fk_session_family_account_id_account")
+            ["account_id"],
+            ["account.id"],
+            name=op.f("fk_session_family_account_id_account"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_session_family")),
     )
@@ -210,6 +223,7 @@ def upgrade() -> None:
             ["family_id"],
             ["session_family.id"],
             name=op.f("fk_session_token_family_id_session_family"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_session_token")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_session_token_token_hash")),

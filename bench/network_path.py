@@ -1,0 +1,131 @@
+"""The network path: gateway -> tracker -> a remote node process, vs the engine called directly.
+
+Unlike ``bench/overhead.py`` (``lichen up``: tracker, gateway and node in one
+process), the node here is its own ``lichen node`` process that joined a
+``lichen tracker`` process by invite, as on a real network: every token crosses
+llama.cpp -> node agent -> WebSocket -> tracker process -> router -> gateway ->
+SSE -> client. The same prompts, greedy, run alternately (never at the same time)
+on both paths. Targets: decode tokens/s ratio >= 0.95, TTFT added <= 10 ms.
+
+    .venv/bin/python bench/network_path.py --reps 5 --tokens 128 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import httpx
+from _net import BenchNetwork
+from overhead import (
+    PROMPTS,
+    Run,
+    add_engine_args,
+    conditions,
+    direct_engine,
+    pct,
+    resolve_model,
+    run_direct,
+    run_http,
+)
+
+RATIO_TARGET = 0.95
+TTFT_TARGET_MS = 10.0
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_engine_args(parser)
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of the prompt set")
+    parser.set_defaults(tokens=128, parallel=4, ctx_size=4096)
+    args = parser.parse_args()
+    args.batch_threads = args.batch_threads or args.threads
+    models_dir: Path = args.models_dir
+    model = resolve_model(args.model, models_dir)
+    print(
+        conditions(
+            args,
+            model,
+            {
+                "topology": "bench client -> lichen tracker (gateway) process -> "
+                "lichen node process (joined by invite), all on loopback",
+                "workload": f"{len(PROMPTS)} chat prompts x {args.reps} reps, greedy, "
+                f"max_tokens {args.tokens}, one request at a time, direct/network alternating",
+            },
+        ),
+        flush=True,
+    )
+    runs: dict[str, list[Run]] = {"direct": [], "network": []}
+    net = BenchNetwork(
+        models_dir=models_dir, threads=args.threads, parallel=args.parallel, ctx_size=args.ctx_size
+    )
+    with net:
+        net.start_tracker()
+        net.start_node("node0")
+        engine_opts = {
+            "threads": args.threads,
+            "batch_threads": args.batch_threads,
+            "parallel": args.parallel,
+            "ctx_size": args.ctx_size,
+        }
+        async with (
+            direct_engine(model, **engine_opts) as engine,
+            httpx.AsyncClient(base_url=net.url, timeout=300, trust_env=False) as client,
+        ):
+            await run_direct(engine, model.name, PROMPTS[0], 8)  # warm-up, not measured
+            await run_http(client, model.name, PROMPTS[0], 8)
+            for rep in range(args.reps):
+                for i, prompt in enumerate(PROMPTS):
+                    order = ["direct", "network"] if (rep + i) % 2 == 0 else ["network", "direct"]
+                    for path in order:
+                        if path == "direct":
+                            run = await run_direct(engine, model.name, prompt, args.tokens)
+                        else:
+                            run = await run_http(client, model.name, prompt, args.tokens)
+                        runs[path].append(run)
+                print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
+    print(report(runs))
+
+
+def report(runs: dict[str, list[Run]]) -> str:
+    stats = {}
+    for path, rs in runs.items():
+        ttft = [r.ttft_s * 1000 for r in rs]
+        tps = [r.decode_tps for r in rs if r.decode_tps > 0]
+        stats[path] = {
+            "n": len(rs),
+            "tokens": statistics.mean(r.tokens for r in rs),
+            "ttft_p50": pct(ttft, 50),
+            "ttft_p95": pct(ttft, 95),
+            "tps_p50": pct(tps, 50),
+            "tps_mean": statistics.mean(tps) if tps else float("nan"),
+        }
+    d, n = stats["direct"], stats["network"]
+    rows = [
+        f"\n{'path':<8} {'runs':>5} {'tokens':>7} {'TTFT p50':>10} {'TTFT p95':>10} "
+        f"{'decode tok/s p50':>17} {'mean':>7}"
+    ]
+    for path, s in stats.items():
+        rows.append(
+            f"{path:<8} {s['n']:>5} {s['tokens']:>7.1f} {s['ttft_p50']:>8.1f}ms "
+            f"{s['ttft_p95']:>8.1f}ms {s['tps_p50']:>17.1f} {s['tps_mean']:>7.1f}"
+        )
+    ratio = n["tps_p50"] / d["tps_p50"]
+    added = n["ttft_p50"] - d["ttft_p50"]
+    rows += [
+        "",
+        f"decode tok/s ratio network/direct (p50): {ratio:.3f}   target >= {RATIO_TARGET}  "
+        f"{'MET' if ratio >= RATIO_TARGET else 'MISSED'}",
+        f"TTFT added by the network path (p50):    {added:+.1f} ms   target <= "
+        f"{TTFT_TARGET_MS:g} ms  {'MET' if added <= TTFT_TARGET_MS else 'MISSED'}",
+        f"load avg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

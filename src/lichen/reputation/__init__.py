@@ -1,0 +1,9 @@
+"""Node reputation that the scheduler reads: decaying success rate, latency, volume,
+persisted so it survives restarts (ARCHITECTURE.md section 6)."""
+
+from __future__ import annotations
+
+from lichen.reputation.book import NodeRecord, ReputationBook
+from lichen.reputation.store import ReputationKeeper, ReputationStore
+
+__all__ = ["NodeRecord", "ReputationBook", "ReputationKeeper", "ReputationStore"]
