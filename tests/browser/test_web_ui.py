@@ -6,6 +6,7 @@ comes last because its second node changes where requests are routed.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -15,12 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import Harness, LichenProcess, LogReady, lichen_argv
+from openai import AuthenticationError, OpenAI
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.browser
 
 Shot = Callable[[Page, str], Path]
 
+PASSWORD = "lichen moss on a warm stone"
 LONG_PROMPT = "Count from 1 to 300, writing every number in words, one per line."
 
 # Records, for the newest answer, the text length after each change while it streams.
@@ -146,6 +149,75 @@ def test_privacy_page_states_the_policy(up: LichenProcess, page: Page, screensho
     page.locator("summary", has_text="The policy file").click()  # <details>: the file itself
     expect(page.locator("details pre")).to_contain_text('name = "private"')
     screenshot(page, "privacy")
+
+
+def test_account_sign_up_key_for_openai_client_export_revoke_delete(
+    up: LichenProcess, page: Page, screenshot: Shot
+) -> None:
+    page.goto(up.url + "/")
+    page.get_by_role("link", name="Sign up").click()
+    page.get_by_label("Username").fill("mossfan")
+    page.get_by_label("Email").fill("mossfan@example.org")
+    page.get_by_label("Password").fill(PASSWORD)
+    screenshot(page, "signup")
+    page.get_by_role("button", name="Create account").click()
+    expect(page).to_have_url(up.url + "/account?welcome=1")
+    expect(page.get_by_role("link", name="Account (mossfan)")).to_be_visible()
+
+    page.get_by_label("Name").fill("script")
+    page.get_by_role("button", name="Create key").click()
+    secret_box = page.locator("#new-key-secret")
+    expect(secret_box).to_have_text(re.compile(r"\S{20,}"))
+    secret = secret_box.inner_text()
+    row = page.locator("#keys-body tr", has_text="script")
+    expect(row).to_have_count(1)
+    assert secret not in row.inner_text()  # listed by prefix only
+    screenshot(page, "account-new-key")
+
+    client = OpenAI(base_url=up.url + "/v1", api_key=secret, max_retries=0)
+    answer = client.chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
+    )
+    assert answer.choices[0].message.content
+    page.reload()
+    assert secret not in page.content()  # never shown again
+    expect(page.locator("#usage-requests")).to_have_text("1")
+    screenshot(page, "account")
+
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download my data").click()
+    exported = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+    flat = json.dumps(exported)
+    assert "mossfan@example.org" in flat and "script" in flat and secret not in flat
+
+    page.get_by_role("button", name="Revoke key script").click()
+    expect(row.locator(".badge")).to_have_text("revoked")
+    with pytest.raises(AuthenticationError):
+        client.chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(up.url + "/login?signed_out=1")
+    expect(page.get_by_role("link", name="Log in")).to_be_visible()
+    page.get_by_label("Username or email").fill("mossfan")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(up.url + "/account")
+
+    page.goto(up.url + "/")  # a signed-in chat: session cookie plus the CSRF header
+    send(page, "Say hi.")
+    expect(page.locator(".message-assistant").last).to_have_attribute(
+        "data-state", "done", timeout=90_000
+    )
+
+    page.goto(up.url + "/account")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete my account").click()
+    expect(page).to_have_url(up.url + "/login?deleted=1")
+    expect(page.locator(".notice")).to_contain_text("restore it within 30 days")
+    screenshot(page, "login")
 
 
 def test_pages_are_keyboard_accessible(up: LichenProcess, page: Page) -> None:

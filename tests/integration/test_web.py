@@ -39,6 +39,9 @@ class OpenFeedPolicy:
     def has_public_feed(self) -> bool:
         return True
 
+    def disclosure(self) -> str | None:
+        return "Notice: prompts are logged here."
+
     def document(self) -> PolicyDocument | None:
         return PolicyDocument(
             title="Privacy policy: open",
@@ -263,11 +266,12 @@ async def test_policy_with_classes_and_feed_shows_selector_document_and_feed(
     assert '<option value="" ' in chat  # "network default" comes first
     assert 'id="publish"' in chat and 'id="publish" name="lichen_public" checked' not in chat
     assert "Prompts you mark public appear on the public feed." in chat
+    assert '<p class="disclosure" role="note"><strong>Notice: prompts are logged here.' in chat
     assert '<a href="/feed"' in chat
     privacy = (await net.client.get("/privacy")).text
     assert "Privacy policy: open" in privacy
     assert "Everything &lt;b&gt;public&lt;/b&gt;." in privacy  # escaped, never raw HTML
-    assert 'name = &#34;open&#34;' in privacy  # the policy file itself
+    assert "name = &#34;open&#34;" in privacy  # the policy file itself
     page = await net.client.get("/feed")
     assert page.status_code == 200
     assert "Moss grows slowly." in page.text and "2023-11-14 22:13 UTC" in page.text

@@ -274,10 +274,12 @@ class OllamaApi:
             )
             if not wire.messages:  # Ollama answers an empty chat by loading the model
                 return JSONResponse(_done_line(body.model, "chat", "load", None, outcome))
-            routed = await self.completions.open(wire, outcome)
+            routed = await self.completions.open(
+                wire, outcome, headers=request.headers, extra=body.model_extra
+            )
         except LichenError as error:
             return await self._fail(outcome, error)
-        return await self._answer(body.model, "chat", routed, outcome, body.stream)
+        return await self._answer(request, body.model, "chat", routed, outcome, body.stream)
 
     async def generate(self, request: Request) -> Response:
         outcome = Outcome(kind="completion", model="", stream=True, started=time.perf_counter())
@@ -302,21 +304,23 @@ class OllamaApi:
                 wire = GenerationRequest(
                     kind="chat", model=model, messages=messages, params=_params(body)
                 )
-            routed = await self.completions.open(wire, outcome)
+            routed = await self.completions.open(
+                wire, outcome, headers=request.headers, extra=body.model_extra
+            )
         except LichenError as error:
             return await self._fail(outcome, error)
-        return await self._answer(body.model, "generate", routed, outcome, body.stream)
+        return await self._answer(request, body.model, "generate", routed, outcome, body.stream)
 
     async def _answer(
-        self, name: str, api: str, routed: Routed, outcome: Outcome, stream: bool
+        self, request: Request, name: str, api: str, routed: Routed, outcome: Outcome, stream: bool
     ) -> Response:
-        headers = {NODE_HEADER: outcome.node} if outcome.node else {}
+        headers = ({NODE_HEADER: outcome.node} if outcome.node else {}) | routed.headers
         if stream:
             return StreamingResponse(
                 self._ndjson(name, api, routed, outcome), media_type=NDJSON, headers=headers
             )
         try:
-            answer = await self.completions.collect(routed)
+            answer = await self.completions.collect(routed, request)
         except LichenError as error:
             return await self._fail(outcome, error)
         outcome.finished(answer.finish)

@@ -199,6 +199,7 @@ async def tracker_stack(
                     policy=privacy.view,
                     telemetry_override=settings.telemetry,
                     feed=privacy.content,
+                    accounting=accounting,
                 ),
             )
         else:

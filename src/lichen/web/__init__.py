@@ -40,6 +40,10 @@ def install_web(app: FastAPI, deps: WebDeps) -> WebUI:
     add("/privacy", ui.privacy)
     if deps.policy.has_public_feed():
         add("/feed", ui.feed)
+    if ui.accounts is not None:
+        add("/login", ui.accounts.login)
+        add("/signup", ui.accounts.signup)
+        add("/account", ui.accounts.account)
     add("/node/telemetry", ui.set_telemetry, "POST", html=False)
     add("/ui/api/network", ui.api_network, html=False)
     add("/ui/api/node", ui.api_node, html=False)

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lichen.gateway.accounting import Accounting
 from lichen.routing.reputation import Reputation
 from lichen.storage.repositories import RequestLogRepository
 from lichen.tracker.registry import Registry
@@ -25,6 +26,7 @@ class WebDeps:
     policy: PolicyView = field(default_factory=NeutralPolicy)
     reputation: Reputation | None = None  # the scheduler's view of each node
     feed: FeedSource | None = None  # public posts, on networks whose policy has a feed
+    accounting: Accounting | None = None  # accounts, sessions, keys, usage, ledger
 
     def __post_init__(self) -> None:
         if self.telemetry is None:

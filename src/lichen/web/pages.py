@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from lichen.errors import ErrorCode, LichenError
 from lichen.web import csrf
+from lichen.web.account_pages import AccountPages, User
 from lichen.web.deps import WebDeps
 from lichen.web.forms import checked, read_fields
 from lichen.web.network_view import HISTORY_MINUTES, models, snapshot
@@ -76,8 +77,9 @@ class WebUI:
     def __init__(self, deps: WebDeps, renderer: Renderer | None = None) -> None:
         self.deps = deps
         self.renderer = renderer or Renderer()
+        self.accounts = AccountPages(deps.accounting, self) if deps.accounting else None
 
-    def nav(self) -> list[NavItem]:
+    def nav(self, user: User | None) -> list[NavItem]:
         items = [
             NavItem("chat", "Chat", "/"),
             NavItem("network", "Network", "/network"),
@@ -86,20 +88,43 @@ class WebUI:
         ]
         if self.deps.policy.has_public_feed():
             items.append(NavItem("feed", "Public feed", "/feed"))
+        if user is not None:
+            items.append(NavItem("account", f"Account ({user.label})", "/account"))
+        elif self.accounts is not None:
+            items.append(NavItem("login", "Log in", "/login"))
+            items.append(NavItem("signup", "Sign up", "/signup"))
         return items
 
-    def _page(
-        self, request: Request, template: str, *, page: str, title: str, **ctx: Any
+    async def page(
+        self,
+        request: Request,
+        template: str,
+        *,
+        page: str,
+        title: str,
+        user: User | None = None,
+        **ctx: Any,
     ) -> Response:
+        """Render ``template`` in the layout, for the signed-in user if there is one."""
+        if user is None and self.accounts is not None:
+            user = await self.accounts.current(request)
         return self.renderer.render(
-            request, template, page=page, title=title, nav=self.nav(), **ctx
+            request,
+            template,
+            page=page,
+            title=title,
+            nav=self.nav(user),
+            user=user,
+            accounts_enabled=self.accounts is not None,
+            disclosure=self.deps.policy.disclosure(),
+            **ctx,
         )
 
     # --- pages ------------------------------------------------------------------------
 
     async def chat(self, request: Request) -> Response:
         policy = self.deps.policy
-        return self._page(
+        return await self.page(
             request,
             "chat.html",
             page="chat",
@@ -113,7 +138,7 @@ class WebUI:
 
     async def network(self, request: Request) -> Response:
         data = await snapshot(self.deps.registry, self.deps.requests, self.deps.reputation)
-        return self._page(
+        return await self.page(
             request,
             "network.html",
             page="network",
@@ -123,12 +148,12 @@ class WebUI:
         )
 
     async def node(self, request: Request) -> Response:
-        return self._page(
+        return await self.page(
             request,
             "node.html",
             page="node",
             title="Node",
-            node=await node_info(self.deps),
+            node=await self._node_info(),
             operator=is_local(request),
             telemetry_help=telemetry_help(self.deps.policy),
             telemetry_override=self.deps.telemetry_override,
@@ -137,7 +162,7 @@ class WebUI:
 
     async def privacy(self, request: Request) -> Response:
         policy = self.deps.policy
-        return self._page(
+        return await self.page(
             request,
             "privacy.html",
             page="privacy",
@@ -151,7 +176,7 @@ class WebUI:
         posts = []
         if self.deps.feed is not None and self.deps.policy.has_public_feed():
             posts = [_feed_entry(p.feed_json()) for p in await self.deps.feed.feed(FEED_LIMIT)]
-        return self._page(
+        return await self.page(
             request,
             "feed.html",
             page="feed",
@@ -165,8 +190,15 @@ class WebUI:
     async def api_network(self, request: Request) -> Response:
         return _json(await snapshot(self.deps.registry, self.deps.requests, self.deps.reputation))
 
-    async def api_node(self, request: Request) -> Response:
+    async def _node_info(self) -> dict[str, Any] | None:
         info = await node_info(self.deps)
+        conn = self.deps.registry.get(info["peer_id"]) if info is not None else None
+        if info is not None and conn is not None and self.accounts is not None:
+            info["credits"] = await self.accounts.owner_credits(conn.peer.certificate.account_key)
+        return info
+
+    async def api_node(self, request: Request) -> Response:
+        info = await self._node_info()
         if info is None:
             raise LichenError(ErrorCode.NOT_FOUND, "this gateway runs no node")
         return _json(info)

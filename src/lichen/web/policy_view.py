@@ -45,6 +45,10 @@ class PolicyView(Protocol):
 
     def document(self) -> PolicyDocument | None: ...
 
+    def disclosure(self) -> str | None:
+        """A notice every page must show (policies that log prompts), else None."""
+        ...
+
 
 class FeedPost(Protocol):
     def feed_json(self) -> dict[str, Any]:
@@ -76,4 +80,7 @@ class NeutralPolicy:
         return False
 
     def document(self) -> PolicyDocument | None:
+        return None
+
+    def disclosure(self) -> str | None:
         return None

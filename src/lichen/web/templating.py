@@ -7,6 +7,7 @@ Policy can forbid both; data for scripts travels in ``data-`` attributes.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,14 @@ def duration(seconds: float) -> str:
     return f"{secs} s"
 
 
+def datetime_ms(value: int | None) -> str:
+    """Unix milliseconds as ``2026-11-22 19:05 UTC`` ("" for none)."""
+    if not value:
+        return ""
+    moment = datetime.datetime.fromtimestamp(value / 1000, datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def thousands(value: int | float) -> str:
     return f"{value:,.0f}".replace(",", "\u202f")
 
@@ -72,7 +81,9 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(duration=duration, thousands=thousands, percent=percent)
+    env.filters.update(
+        duration=duration, thousands=thousands, percent=percent, datetime_ms=datetime_ms
+    )
     return env
 
 
@@ -91,6 +102,8 @@ class Renderer:
         title: str,
         nav: list[NavItem],
         user: Any = None,
+        accounts_enabled: bool = False,
+        disclosure: str | None = None,
         status_code: int = 200,
         **context: Any,
     ) -> HTMLResponse:
@@ -100,6 +113,8 @@ class Renderer:
             title=title,
             nav=nav,
             user=user,
+            accounts_enabled=accounts_enabled,
+            disclosure=disclosure,
             csrf_token=token,
             csrf_field=csrf.FIELD,
             version=__version__,

@@ -1,0 +1,217 @@
+"""Credits end to end, on SQLite and PostgreSQL: a real tracker and gateway on loopback,
+nodes joining over the wire protocol and signing receipts, the gateway settling them."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fakes import MODEL, FakeEngine, eventually, sse_payloads
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accounts_kit import PASSWORD
+from lichen.accounts.passwords import fast_passwords
+from lichen.config import Settings
+from lichen.gateway.accounting import Accounting
+from lichen.gateway.app import GatewayDeps, create_app
+from lichen.gateway.completions import CompletionService
+from lichen.identity.signing import generate_key
+from lichen.identity.store import KEYS_DIR, Identity, load_identity
+from lichen.ledger import ISSUANCE, cost, owner_account
+from lichen.ledger.receipts import ReceiptSigner
+from lichen.ledger.verify import verify_ledger
+from lichen.node.agent import NodeAgent, NodeConfig
+from lichen.routing.router import Router
+from lichen.routing.scheduler import Scheduler
+from lichen.server import HttpServer
+from lichen.storage.accounts_tables import LedgerJournalRow, LedgerReceiptRow
+from lichen.tracker.admission import OwnerAdmission
+from lichen.tracker.service import NODE_PATH, TrackerService
+from lichen.wire.messages import Usage
+
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@dataclass
+class Network:
+    root: Path
+    db: AsyncEngine
+    settings: Settings
+    agents: list[tuple[NodeAgent, asyncio.Task[None]]] = field(default_factory=list)
+
+    async def start(self) -> Network:
+        self.identity = load_identity(self.root / "tracker")
+        self.tracker = TrackerService(
+            network_key=self.identity.network_key,
+            admission=OwnerAdmission(self.identity.account_public),
+        )
+        self.acc = Accounting.build(
+            self.settings, self.db, self.identity.network_key, passwords=fast_passwords()
+        )
+        scheduler = Scheduler(self.tracker.registry, self.acc.reputation)
+        completions = CompletionService(
+            router=Router(scheduler), scheduler=scheduler, max_request_bytes=65536, timeout_s=30
+        )
+        self.app = app = create_app(
+            GatewayDeps(
+                registry=self.tracker.registry,
+                completions=completions,
+                started=time.time(),
+                accounting=self.acc,
+            )
+        )
+        app.add_api_websocket_route(NODE_PATH, self.tracker.endpoint)
+        await self.tracker.start()
+        await self.acc.start()
+        self.http = HttpServer(app, host="127.0.0.1", port=0)
+        self.port = await self.http.start()
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+        return self
+
+    async def add_node(self, name: str) -> Identity:
+        node_dir = self.root / name
+        (node_dir / KEYS_DIR).mkdir(parents=True, mode=0o700)
+        shutil.copy2(
+            self.root / "tracker" / KEYS_DIR / "account.key", node_dir / KEYS_DIR / "account.key"
+        )
+        identity = load_identity(node_dir, node_name=name)
+        agent = NodeAgent(
+            identity,
+            FakeEngine(prompt_tokens=5),
+            NodeConfig(
+                tracker_url=f"ws://127.0.0.1:{self.port}{NODE_PATH}",
+                name=name,
+                network_key=self.identity.network_public,
+                backoff_initial_s=0.05,
+            ),
+        )
+        self.agents.append((agent, asyncio.create_task(agent.run())))
+        await eventually(lambda: self.tracker.registry.get(identity.peer_id) is not None)
+        return identity
+
+    @property
+    def owner(self) -> str:
+        return owner_account(self.identity.account_public)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        for agent, _ in self.agents:
+            await agent.stop()
+        await asyncio.gather(*(task for _, task in self.agents), return_exceptions=True)
+        await self.tracker.stop()
+        await self.http.stop()
+        await self.acc.stop()
+
+
+@pytest.fixture
+async def net(lichen_db: AsyncEngine, tmp_path: Path) -> AsyncIterator[Network]:
+    network = await Network(tmp_path, lichen_db, Settings(require_credits=True)).start()
+    try:
+        yield network
+    finally:
+        await network.close()
+
+
+async def _user_with_key(net: Network, name: str = "alice") -> tuple[str, dict[str, str]]:
+    """(ledger account, auth header) of a new user with an API key."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=net.app), base_url="https://gw"
+    ) as browser:
+        body = (
+            await browser.post(
+                "/v1/auth/signup",
+                json={"username": name, "email": f"{name}@example.org", "password": PASSWORD},
+            )
+        ).json()
+        created = await browser.post(
+            "/v1/account/keys", json={}, headers={"x-csrf-token": body["csrf_token"]}
+        )
+    return f"user:{body['account']['id']}", {"authorization": f"Bearer {created.json()['key']}"}
+
+
+async def _count(db: AsyncEngine, table: Any) -> int:
+    async with db.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+async def test_no_credits_means_402_with_a_clear_message(net: Network) -> None:
+    await net.add_node("n1")
+    _, auth = await _user_with_key(net)
+    response = await net.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert error["code"] == "insufficient_quota" and error["type"] == "insufficient_quota"
+    assert "no credits" in error["message"]
+    assert "x-ratelimit-limit" in response.headers
+
+
+async def test_answers_are_paid_from_the_consumer_to_the_nodes_owner(net: Network) -> None:
+    node = await net.add_node("n1")
+    account, auth = await _user_with_key(net)
+    await net.acc.ledger.grant(account, 1_000_000, reason="test")
+    response = await net.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+    assert response.status_code == 200, response.text
+    usage = response.json()["usage"]
+    assert int(response.headers["x-ratelimit-remaining"]) >= 0
+    price = cost(MODEL, Usage(usage["prompt_tokens"], usage["completion_tokens"]))
+    assert price > 0
+    assert await net.acc.ledger.balance(account) == 1_000_000 - price
+    assert await net.acc.ledger.balance(net.owner) == price
+    assert await net.acc.ledger.circulating() == 1_000_000
+    async with net.db.connect() as conn:
+        row = (await conn.execute(select(LedgerReceiptRow))).one()
+    assert row.node_peer_id == node.peer_id and row.consumer == account
+
+    streamed = await net.client.post(
+        "/v1/chat/completions", json=CHAT | {"stream": True}, headers=auth
+    )
+    assert streamed.status_code == 200
+    assert sse_payloads(streamed.text)
+    assert await net.acc.ledger.balance(net.owner) == 2 * price
+    report = await verify_ledger(net.db, [net.identity.network_public])
+    assert report.ok and report.receipts == 2
+    record = net.acc.reputation.get(node.peer_id)
+    assert record is not None and record.volume > 0 and record.jobs == 2
+
+
+async def test_anonymous_use_is_free_and_writes_nothing_to_the_ledger(net: Network) -> None:
+    await net.add_node("n1")
+    response = await net.client.post("/v1/chat/completions", json=CHAT)
+    assert response.status_code == 200
+    assert await _count(net.db, LedgerJournalRow) == 0
+    assert await net.acc.ledger.balance(net.owner) == 0
+
+
+async def test_a_bad_key_is_refused_before_routing(net: Network) -> None:
+    await net.add_node("n1")
+    response = await net.client.post(
+        "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer lk-" + "0" * 43}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+async def test_a_node_that_forges_receipts_is_not_paid(net: Network) -> None:
+    node = await net.add_node("n1")
+    agent = net.agents[0][0]
+    forger = ReceiptSigner(generate_key(), node.device_certificate)  # not its device key
+    forger.session = "forged"
+    agent.runner.receipts = forger
+    account, auth = await _user_with_key(net)
+    await net.acc.ledger.grant(account, 1_000_000, reason="test")
+    before = net.acc.reputation.score(node.peer_id)
+    response = await net.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+    assert response.status_code == 200  # the user still gets the answer
+    assert await net.acc.ledger.balance(account) == 1_000_000  # and is not charged
+    assert await net.acc.ledger.balance(net.owner) == 0
+    assert await _count(net.db, LedgerReceiptRow) == 0
+    assert net.acc.reputation.score(node.peer_id) < before
+    assert await net.acc.ledger.balance(ISSUANCE) == -1_000_000
