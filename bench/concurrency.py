@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -169,4 +170,5 @@ def report(levels: list[int], results: dict[tuple[int, str], dict[str, float]]) 
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up like Ctrl-C
     asyncio.run(main())

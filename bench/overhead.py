@@ -377,4 +377,5 @@ def report(runs: dict[str, list[Run]]) -> str:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up like Ctrl-C
     asyncio.run(main())

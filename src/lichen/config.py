@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     anonymous_tokens_per_day: int = Field(
         default=100_000, ge=0, description="Tokens per day per client address without a key."
     )
+    limit_loopback: bool = Field(
+        default=False,
+        description="Apply the per-address limits for anonymous use to loopback clients too; "
+        "turn on when a reverse proxy on this host forwards public traffic.",
+    )
     auth_attempts_per_minute: int = Field(
         default=10, ge=0, description="Sign-up, sign-in and refresh attempts per minute per IP."
     )

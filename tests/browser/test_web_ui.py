@@ -19,6 +19,8 @@ from harness import Harness, LichenProcess, LogReady, lichen_argv
 from openai import AuthenticationError, OpenAI
 from playwright.sync_api import Page, expect
 
+from lichen.privacy.policy import preset_text
+
 pytestmark = pytest.mark.browser
 
 Shot = Callable[[Page, str], Path]
@@ -151,6 +153,40 @@ def test_privacy_page_states_the_policy(up: LichenProcess, page: Page, screensho
     screenshot(page, "privacy")
 
 
+def test_public_feed_when_the_policy_has_one(
+    harness: Harness, page: Page, screenshot: Shot
+) -> None:
+    data_dir = harness.root / "opennet" / "data"  # where the harness puts this process's data
+    data_dir.mkdir(parents=True, mode=0o700)
+    (data_dir / "policy.toml").write_text(preset_text("open"), encoding="utf-8")
+    opennet = harness.up("opennet", env={"LICHEN_PARALLEL": "1", "LICHEN_CTX_SIZE": "1024"})
+    try:
+        page.goto(opennet.url + "/")
+        expect(page.locator("#policy-text")).to_contain_text("public feed")
+        publish = page.get_by_label("Publish this conversation on the public feed")
+        expect(publish).not_to_be_checked()  # nothing is published unless asked
+        send(page, "Name one kind of moss.")  # not ticked: stays private
+        expect(page.locator(".message-assistant").last).to_have_attribute(
+            "data-state", "done", timeout=90_000
+        )
+        page.get_by_role("button", name="New chat").click()  # publish only what follows
+        publish.check()
+        send(page, "Why does moss grow on stones?")
+        answer = page.locator(".message-assistant").last
+        expect(answer).to_have_attribute("data-state", "done", timeout=90_000)
+        expect(answer).to_contain_text("Published on the public feed")
+
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Public feed").click()
+        expect(page).to_have_url(opennet.url + "/feed")
+        posts = page.locator("article.feed-entry")
+        expect(posts).to_have_count(1)
+        expect(posts.first).to_contain_text("Why does moss grow on stones?")
+        expect(page.locator("main")).not_to_contain_text("Name one kind of moss.")
+        screenshot(page, "feed")
+    finally:
+        opennet.stop()
+
+
 def test_account_sign_up_key_for_openai_client_export_revoke_delete(
     up: LichenProcess, page: Page, screenshot: Shot
 ) -> None:
@@ -161,7 +197,8 @@ def test_account_sign_up_key_for_openai_client_export_revoke_delete(
     page.get_by_label("Password").fill(PASSWORD)
     screenshot(page, "signup")
     page.get_by_role("button", name="Create account").click()
-    expect(page).to_have_url(up.url + "/account?welcome=1")
+    expect(page.locator(".notice")).to_contain_text("Welcome to Lichen")
+    expect(page).to_have_url(up.url + "/account")  # the welcome note is for this view only
     expect(page.get_by_role("link", name="Account (mossfan)")).to_be_visible()
 
     page.get_by_label("Name").fill("script")
@@ -181,6 +218,7 @@ def test_account_sign_up_key_for_openai_client_export_revoke_delete(
     assert answer.choices[0].message.content
     page.reload()
     assert secret not in page.content()  # never shown again
+    expect(page.locator(".notice")).to_have_count(0)  # not repeated on reload
     expect(page.locator("#usage-requests")).to_have_text("1")
     screenshot(page, "account")
 
@@ -227,7 +265,7 @@ def test_pages_are_keyboard_accessible(up: LichenProcess, page: Page) -> None:
     expect(skip).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator("main")).to_be_focused()
-    for path in ("/", "/network", "/node", "/privacy"):
+    for path in ("/", "/network", "/node", "/privacy", "/login", "/signup"):
         page.goto(up.url + path)
         unlabelled = page.evaluate(
             """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]

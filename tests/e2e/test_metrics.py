@@ -7,12 +7,14 @@ the prompt, the answer, the client's address nor a raw request path.
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from clients import NO_ANONYMOUS_LIMITS, anonymous_openai
-from harness import DEFAULT_MODEL, Harness, LichenProcess
+from harness import DEFAULT_MODEL, Harness, HttpReady, LichenProcess, lichen_argv, scrubbed_env
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -144,3 +146,54 @@ def test_no_content_address_or_raw_path_in_the_metrics(exposition: str) -> None:
         for sample in metric.samples:
             assert set(sample.labels) <= ALLOWED_LABELS, sample
             assert "canary" not in sample.labels.get("route", ""), sample  # templates only
+
+
+# --- standalone roles: `lichen tracker` and `lichen node --metrics-port` ---------------------
+
+
+def _gauge(url: str, name: str) -> float:
+    text = httpx.get(url, timeout=10).text
+    return sum(s.value for s in _samples(text, name) if s.name == name)
+
+
+def test_standalone_tracker_and_node_expose_their_metrics(module_harness: Harness) -> None:
+    h = module_harness
+    tracker = h.start(
+        "tracker",
+        ["tracker", "--public", "--port", "{port}", "--data-dir", "{data_dir}"],
+        ready=HttpReady("/metrics"),  # /health is 503 until a node serves a model
+    )
+    assert tracker.data_dir is not None
+    invite = subprocess.run(
+        [*lichen_argv(), "invite", "create", "--data-dir", str(tracker.data_dir)],
+        env=scrubbed_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    node = h.start(
+        "node",
+        ["node", "--join", invite, "--data-dir", "{data_dir}", "--metrics-port", "{port}"],
+        env={"LICHEN_PARALLEL": "2", "LICHEN_CTX_SIZE": "2048"},
+        ready=HttpReady("/metrics"),
+    )
+    deadline = time.monotonic() + 60
+    while _gauge(f"{tracker.url}/metrics", "lichen_tracker_nodes_connected") < 1:
+        assert time.monotonic() < deadline, tracker.tail()
+        time.sleep(0.2)
+    assert _gauge(f"{node.url}/metrics", "lichen_node_models") == 1
+    assert _gauge(f"{node.url}/metrics", "lichen_node_free_slots") == 2
+    r = httpx.post(
+        f"{tracker.url}/v1/chat/completions",
+        json={"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": CANARY}],
+              "max_tokens": 8},
+        timeout=120,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    node_text = httpx.get(f"{node.url}/metrics", timeout=10).text
+    assert _value(node_text, "lichen_node_jobs_total", outcome="ok") == 1
+    assert "zebra" not in node_text
+    tracker_text = httpx.get(f"{tracker.url}/metrics", timeout=10).text
+    assert _value(tracker_text, "lichen_gateway_requests_total", status="200") >= 1
+    assert "zebra" not in tracker_text

@@ -45,7 +45,7 @@ def test_sigterm_drains_in_flight_streams_and_refuses_new_work(harness: Harness)
         "model": DEFAULT_MODEL,
         "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
         "stream": True,
-        "max_tokens": 48,
+        "max_tokens": 96,  # long enough to still run while we probe
         "temperature": 0,
     }
     probe = {"model": DEFAULT_MODEL, "prompt": "Hi", "max_tokens": 1}

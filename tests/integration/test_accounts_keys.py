@@ -74,6 +74,9 @@ async def test_a_bearer_key_authenticates_inference(app: FastAPI, http: httpx.As
             assert refused.json()["error"]["code"] == "invalid_api_key"
         anonymous = await fresh.post("/v1/chat/completions", json={})
         assert anonymous.status_code == 401  # this network does not allow anonymous use
+    usage = (await http.get("/v1/account/usage")).json()
+    assert (usage["requests"], usage["prompt_tokens"] + usage["completion_tokens"]) == (1, 10)
+    assert usage["data"][0]["model"] == "smollm2-135m"
 
 
 async def test_revocation_takes_effect_at_once(
@@ -120,3 +123,14 @@ async def test_a_key_cannot_touch_another_accounts_keys(http: httpx.AsyncClient)
     response = await http.delete(f"/v1/account/keys/{alice_key['id']}", headers=csrf(bob))
     assert response.status_code == 404
     assert (await http.get("/v1/account/keys")).json()["data"] == []
+
+
+async def test_keys_can_be_renamed_by_their_owner(http: httpx.AsyncClient) -> None:
+    body = await signup(http)
+    created = await _new_key(http, body, name="old")
+    renamed = await http.patch(
+        f"/v1/account/keys/{created['id']}", json={"name": "ci runner"}, headers=csrf(body)
+    )
+    assert renamed.status_code == 200 and renamed.json()["name"] == "ci runner"
+    missing = await http.patch("/v1/account/keys/nope", json={"name": "x"}, headers=csrf(body))
+    assert missing.status_code == 404

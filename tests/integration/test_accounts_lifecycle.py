@@ -156,6 +156,13 @@ async def test_export_holds_the_accounts_data_and_nothing_of_others(
     await acc.ledger.grant(f"user:{bob['account']['id']}", 7_000, reason="welcome bob")
     await acc.ledger.settle(Claim(receipt=node.receipt(), consumer=alice_ledger))
 
+    credits = (await http.get("/v1/account/credits")).json()
+    assert credits["ledger_account"] == alice_ledger
+    assert [(h["kind"], h["amount"] > 0) for h in credits["history"]] == [
+        ("settle", False),
+        ("grant", True),
+    ]
+    assert credits["balance"] == 5_000 + sum(h["amount"] for h in credits["history"][:1])
     response = await http.get("/v1/account/export")
     assert response.status_code == 200
     assert "attachment" in response.headers["content-disposition"]

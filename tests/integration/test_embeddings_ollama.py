@@ -64,6 +64,10 @@ async def test_embeddings_are_routed_to_a_capable_node(net: LocalNetwork) -> Non
     assert [d["index"] for d in body["data"]] == [0, 1]
     assert body["usage"] == {"prompt_tokens": 5, "total_tokens": 5}
     assert body["model"] == EMBEDDER
+    r = await net.client.post("/api/embed", json={"model": EMBEDDER, "input": "ab"})
+    assert r.status_code == 200 and r.json()["embeddings"] == [[2.0, 0.0, 0.5]]
+    r = await net.client.post("/api/embeddings", json={"model": EMBEDDER, "prompt": "abcd"})
+    assert r.status_code == 200 and r.json() == {"embedding": [4.0, 0.0, 0.5]}
     # auto picks the embedding model, not the chat-only one
     r = await net.client.post("/v1/embeddings", json={"model": "auto", "input": "x"})
     assert r.status_code == 200 and r.json()["model"] == EMBEDDER

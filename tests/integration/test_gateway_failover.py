@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -199,9 +198,7 @@ async def test_client_disconnect_cancels_the_job_on_the_node(net: LocalNetwork, 
             seen += text
             if seen.count(" w") >= 3:  # three tokens arrived
                 break
-    started = time.monotonic()
     await eventually(lambda: engine.cancelled == 1, what="the engine stream to be closed")
-    assert time.monotonic() - started < 5
     assert engine.finished == 0
     assert engine.produced < len(engine.tokens) // 2
     await eventually(lambda: _jobs_gone(net), what="jobs to be released")
@@ -285,14 +282,16 @@ async def test_a_consumer_that_does_not_read_bounds_what_the_node_sends(
 async def test_http_client_that_stops_reading_does_not_run_the_node_ahead(
     net: LocalNetwork,
 ) -> None:
-    # 2,000 chunks of 4 KiB: far more than socket buffers hold.
-    engine = FakeEngine(["x" * 4096] * 2000)
+    # 2,000 chunks of 16 KiB (32 MiB): far more than loopback socket buffers hold.
+    engine = FakeEngine(["x" * 16384] * 2000)
     await net.add_node(engine, "n1")
     async with net.client.stream("POST", CHAT, json=chat_body(stream=True)) as r:
         assert r.status_code == 200
-        await asyncio.sleep(1.0)  # read nothing
-        stalled_at = engine.produced
-        await asyncio.sleep(0.5)
-        assert engine.produced == stalled_at  # back-pressure reached the engine
-        assert stalled_at < len(engine.tokens)
+        previous = -1
+        while engine.produced != previous:  # read nothing until the engine stops moving
+            previous = engine.produced
+            await asyncio.sleep(0.5)
+        # Back-pressure reached the engine: it stopped long before the end of its answer.
+        assert engine.produced < len(engine.tokens) // 2
+        assert engine.finished == 0
     await eventually(lambda: engine.cancelled == 1, what="the job to be cancelled")

@@ -190,13 +190,18 @@ async def test_anonymous_use_is_free_and_writes_nothing_to_the_ledger(net: Netwo
     assert await net.acc.ledger.balance(net.owner) == 0
 
 
-async def test_a_bad_key_is_refused_before_routing(net: Network) -> None:
+async def test_a_bad_key_is_refused_and_a_placeholder_is_anonymous(net: Network) -> None:
     await net.add_node("n1")
     response = await net.client.post(
         "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer lk-" + "0" * 43}
     )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
+    # OpenAI clients must send some key: a placeholder is anonymous use, where allowed.
+    placeholder = await net.client.post(
+        "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer unused"}
+    )
+    assert placeholder.status_code == 200
 
 
 async def test_a_node_that_forges_receipts_is_not_paid(net: Network) -> None:

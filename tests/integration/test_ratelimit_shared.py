@@ -184,3 +184,20 @@ async def test_anonymous_use_is_limited_per_address(lichen_db: AsyncEngine) -> N
         assert (await second.post("/v1/chat/completions", json={})).status_code == 200
         subject = (await second.post("/v1/chat/completions", json={})).json()["subject"]
     assert subject.startswith("ip:") and "198.51" not in subject  # the address is not kept
+
+
+async def test_loopback_clients_are_limited_only_when_asked(lichen_db: AsyncEngine) -> None:
+    """`lichen up` on a laptop: the machine's own use is not throttled, unless a reverse
+    proxy on the host makes every public client look local (``limit_loopback``)."""
+    for limit_loopback, expected in ((False, [200] * 4), (True, [200, 200, 429, 429])):
+        acc = make_accounting(
+            lichen_db,
+            clock=ManualClock(START),
+            anonymous_requests_per_minute=2,
+            limit_loopback=limit_loopback,
+        )
+        async with _gateway(acc, "127.0.0.1") as local:
+            codes = [
+                (await local.post("/v1/chat/completions", json={})).status_code for _ in range(4)
+            ]
+        assert codes == expected, limit_loopback

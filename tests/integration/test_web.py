@@ -136,6 +136,7 @@ async def test_pages_render_with_layout_and_security_headers(
         assert marker in r.text, path
         assert '<a href="/network"' in r.text  # the shared navigation
         assert "<script>" not in r.text  # no inline script: the CSP forbids it
+        assert 'class="disclosure"' not in r.text  # the neutral policy needs no notice
     chat = (await net.client.get("/")).text
     assert f'<option value="{MODEL}">{MODEL} · 1 node</option>' in chat
     assert '<option value="auto">' in chat

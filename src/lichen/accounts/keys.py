@@ -175,6 +175,29 @@ class ApiKeyService:
             raise LichenError(ErrorCode.NOT_FOUND, "no such API key", param="id")
         return _key(row)
 
+    async def rename(self, account_id: str, key_id: str, name: str) -> ApiKey:
+        name = name.strip()
+        if not name or len(name) > NAME_MAX:
+            raise LichenError(
+                ErrorCode.INVALID_REQUEST, f"a key name has 1-{NAME_MAX} characters", param="name"
+            )
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(ApiKeyRow)
+                .where(ApiKeyRow.id == key_id, ApiKeyRow.account_id == account_id)
+                .values(name=name)
+            )
+            row = (
+                await conn.execute(
+                    select(*_COLUMNS).where(
+                        ApiKeyRow.id == key_id, ApiKeyRow.account_id == account_id
+                    )
+                )
+            ).first()
+        if row is None:
+            raise LichenError(ErrorCode.NOT_FOUND, "no such API key", param="id")
+        return _key(row)
+
     async def resolve(self, secret: str) -> ApiKey | None:
         """The active key for ``secret`` (of an active account), or None."""
         if not looks_like_api_key(secret):

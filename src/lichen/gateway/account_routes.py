@@ -29,6 +29,10 @@ class NewKeyBody(BaseModel):
     scopes: list[str] = Field(default_factory=lambda: [SCOPE_INFERENCE], max_length=8)
 
 
+class RenameKeyBody(BaseModel):
+    name: str = Field(max_length=100)
+
+
 class PasswordBody(BaseModel):
     password: str = Field(max_length=1024)
 
@@ -76,6 +80,11 @@ def account_router(acc: Accounting) -> APIRouter:
         """A new API key. Its secret is in this answer only: it is never shown again."""
         new = await acc.keys.create(await caller(request), name=body.name, scopes=body.scopes)
         return JSONResponse(new.key.public() | {"key": new.secret}, status_code=201)
+
+    @router.patch("/keys/{key_id}")
+    async def rename_key(key_id: str, body: RenameKeyBody, request: Request) -> JSONResponse:
+        key = await acc.keys.rename(await caller(request), key_id, body.name)
+        return JSONResponse(key.public())
 
     @router.delete("/keys/{key_id}")
     async def revoke_key(key_id: str, request: Request) -> JSONResponse:

@@ -47,6 +47,7 @@ def guard_policy(settings: Settings) -> GuardPolicy:
         anonymous_limits=Limits(
             settings.anonymous_requests_per_minute, settings.anonymous_tokens_per_day
         ),
+        limit_loopback=settings.limit_loopback,
     )
 
 

@@ -1,7 +1,9 @@
 """Who is calling: an API key (``Authorization: Bearer``), a session cookie, or nobody.
 
-An ``Authorization`` header always wins and must hold a valid key (else 401
-``invalid_api_key``); a session cookie is honoured only with the CSRF header on
+An ``Authorization: Bearer`` value shaped like a Lichen key (``lk-...``) must be a
+valid key (else 401 ``invalid_api_key``); any other value is an OpenAI client's
+placeholder, accepted as anonymous where anonymous use is allowed and refused
+elsewhere. A session cookie is honoured only with the CSRF header on
 state-changing requests; with neither, the caller is anonymous and is known to
 rate limits only by a keyed hash of its address (the address itself is never
 stored: ``client_ip`` is a data class the policy may forbid).
@@ -18,6 +20,7 @@ from starlette.requests import Request
 from lichen.accounts.keys import ApiKeyService
 from lichen.accounts.principal import SCOPES, Principal, anonymous
 from lichen.accounts.sessions import SessionService
+from lichen.accounts.tokens import looks_like_api_key
 from lichen.errors import ErrorCode, LichenError
 from lichen.gateway.session_cookies import SESSION_COOKIE, check_csrf
 from lichen.identity.signing import sign
@@ -41,30 +44,27 @@ class Authenticator:
         host = request.client.host if request.client is not None else "unknown"
         return hmac.new(self._address_key, host.encode(), hashlib.sha256).hexdigest()[:24]
 
-    async def principal(self, request: Request) -> Principal:
-        """The caller; raises 401 for a bad key or expired session, 403 for a missing CSRF."""
+    async def principal(self, request: Request, *, placeholders: bool = False) -> Principal:
+        """The caller; raises 401 for a bad key or expired session, 403 for a missing CSRF.
+
+        OpenAI clients must send *some* key, so where anonymous use is allowed
+        (``placeholders``) a bearer value that is not shaped like a Lichen key
+        (``lk-...``) is a placeholder and the caller counts as anonymous. A value
+        shaped like a key is always checked: a revoked key never falls back to
+        anonymous use.
+        """
         tag = self.client_tag(request)
         header = request.headers.get("authorization")
         if header is not None:
             scheme, _, secret = header.strip().partition(" ")
-            if scheme.lower() != "bearer" or not secret.strip():
+            secret = secret.strip()
+            if scheme.lower() != "bearer" or not secret:
                 raise LichenError(
                     ErrorCode.UNAUTHORIZED,
                     "send your API key as 'Authorization: Bearer <key>'",
                 )
-            key = await self.keys.resolve(secret.strip())
-            if key is None:
-                raise LichenError(
-                    ErrorCode.UNAUTHORIZED,
-                    "Incorrect API key provided (unknown, revoked, or of a deleted account).",
-                )
-            return Principal(
-                kind="api_key",
-                client=tag,
-                account_id=key.account_id,
-                key_id=key.id,
-                scopes=frozenset(key.scopes),
-            )
+            if not (placeholders and not looks_like_api_key(secret)):
+                return await self._keyed(secret, tag)
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             info = await self.sessions.resolve(token)
@@ -78,6 +78,21 @@ class Authenticator:
                 kind="session", client=tag, account_id=info.account_id, scopes=frozenset(SCOPES)
             )
         return anonymous(tag)
+
+    async def _keyed(self, secret: str, tag: str) -> Principal:
+        key = await self.keys.resolve(secret)
+        if key is None:
+            raise LichenError(
+                ErrorCode.UNAUTHORIZED,
+                "Incorrect API key provided (unknown, revoked, or of a deleted account).",
+            )
+        return Principal(
+            kind="api_key",
+            client=tag,
+            account_id=key.account_id,
+            key_id=key.id,
+            scopes=frozenset(key.scopes),
+        )
 
     async def require(self, request: Request, scope: str) -> Principal:
         """A signed-in caller allowed ``scope``: 401 when anonymous, 403 without the scope."""

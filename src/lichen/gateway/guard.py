@@ -13,6 +13,7 @@ Anonymous callers are never charged (there is no one to charge).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from contextvars import ContextVar
@@ -53,6 +54,7 @@ class GuardPolicy:
     require_credits: bool  # charge signed-in callers; 402 when they have no credits
     key_limits: Limits  # per API key or signed-in account
     anonymous_limits: Limits  # per client address
+    limit_loopback: bool = False  # False: this machine's own anonymous use is not limited
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,17 @@ class Ticket:
     principal: Principal
     limits: Limits
     quota: Quota
+
+
+UNLIMITED = Limits(0, 0)
+
+
+def _is_loopback(request: Request) -> bool:
+    host = request.client.host if request.client is not None else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _ticket: ContextVar[Ticket | None] = ContextVar("lichen_ticket", default=None)
@@ -89,7 +102,9 @@ class RequestGuard:
         self.reputation = reputation
 
     async def admit(self, request: Request) -> Ticket:
-        principal = await self.authenticator.principal(request)
+        principal = await self.authenticator.principal(
+            request, placeholders=self.policy.allow_anonymous
+        )
         if principal.anonymous:
             if not self.policy.allow_anonymous:
                 raise LichenError(
@@ -98,6 +113,8 @@ class RequestGuard:
                     "'Authorization: Bearer <key>'",
                 )
             limits = self.policy.anonymous_limits
+            if not self.policy.limit_loopback and _is_loopback(request):
+                limits = UNLIMITED
         elif not principal.allows(SCOPE_INFERENCE):
             raise LichenError(ErrorCode.FORBIDDEN, "this API key lacks the 'inference' scope")
         else:

@@ -2,8 +2,9 @@
 
 ``GET /api/tags``, ``POST /api/chat``, ``POST /api/generate`` (NDJSON streams by
 default, one object with ``"stream": false``), ``POST /api/show``, ``POST
-/api/embed`` and ``GET /api/version``. Requests are translated into the same
-wire request the OpenAI routes build and go through the same
+/api/embed`` (and the older ``/api/embeddings``) and ``GET /api/version``.
+Requests are translated into the same wire request the OpenAI routes build and
+go through the same
 :class:`~lichen.gateway.completions.CompletionService` (routing, failover,
 resume, request log, metrics); only the shapes differ. Errors are Ollama's
 ``{"error": "..."}`` with the HTTP status, and an error after the stream has
@@ -89,6 +90,15 @@ class ShowBody(BaseModel):
 
     model: str | None = None
     name: str | None = None  # older clients
+
+
+class LegacyEmbedBody(BaseModel):
+    """``/api/embeddings`` (Ollama's older endpoint): one prompt, one vector."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    prompt: Annotated[str, Field(min_length=1)]
 
 
 class EmbedBody(BaseModel):
@@ -381,6 +391,14 @@ class OllamaApi:
             }
         )
 
+    async def embeddings_legacy(self, request: Request) -> JSONResponse:
+        try:
+            body = await self._parse(request, LegacyEmbedBody)
+            answer = await self.embeddings.run(self._served_name(body.model), [body.prompt])
+        except LichenError as error:
+            return ollama_error(error)
+        return JSONResponse({"embedding": unpack_vector(answer.vectors[0])})
+
     # --- helpers --------------------------------------------------------------------
 
     async def _parse(self, request: Request, schema: type[Any]) -> Any:
@@ -446,3 +464,4 @@ def register_ollama(app: FastAPI, api: OllamaApi) -> None:
     app.add_api_route("/api/chat", api.chat, methods=["POST"])
     app.add_api_route("/api/generate", api.generate, methods=["POST"])
     app.add_api_route("/api/embed", api.embed, methods=["POST"])
+    app.add_api_route("/api/embeddings", api.embeddings_legacy, methods=["POST"])

@@ -44,6 +44,7 @@ def node_row(conn: NodeConnection, reputation: Reputation | None = None) -> dict
     if row.get("reputation") is None:
         row["reputation"] = round(fallback_reputation(conn), 3)
     row.update(
+        tokens_per_s=round(conn.state.tokens_per_s, 1),
         hardware_text=hardware_text(conn.state.manifest.hardware),
         model_names=[m["name"] for m in row["models"]],
         slots_total=slots,

@@ -7,7 +7,6 @@ script (``static/*.js``) only adds the live parts.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import time
 from typing import Any
@@ -23,7 +22,7 @@ from lichen.web.forms import checked, read_fields
 from lichen.web.network_view import HISTORY_MINUTES, models, snapshot
 from lichen.web.node_view import node_info
 from lichen.web.policy_view import PolicyView
-from lichen.web.templating import SECURITY_HEADERS, NavItem, Renderer
+from lichen.web.templating import SECURITY_HEADERS, NavItem, Renderer, datetime_ms
 
 AUTO_MODEL = "auto"
 FEED_LIMIT = 100
@@ -59,11 +58,10 @@ def _feed_entry(post: dict[str, Any]) -> dict[str, Any]:
         ]
     else:
         messages = [{"role": "prompt", "content": str(prompt or "")}]
-    created = datetime.datetime.fromtimestamp(int(post.get("created_ms", 0)) / 1000, datetime.UTC)
     return {
         "id": str(post.get("id", "")),
         "model": str(post.get("model", "")),
-        "created": created.strftime("%Y-%m-%d %H:%M UTC"),
+        "created": datetime_ms(int(post.get("created_ms", 0))),
         "messages": messages,
         "completion": str(post.get("completion", "")),
     }

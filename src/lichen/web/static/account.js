@@ -68,6 +68,11 @@
     });
   }
 
+  // The welcome note is for the first view only: a reload should not repeat it.
+  if (window.location.search.includes("welcome=1")) {
+    window.history.replaceState(null, "", window.location.pathname);
+  }
+
   const logout = $("logout-form");
   if (logout) {
     logout.addEventListener("submit", async (event) => {
