@@ -161,8 +161,10 @@ class Ledger:
 
     async def _submit(self, op: _Op) -> Any:
         self._pending.append(op)
-        async with self._lock:
-            if not op.taken:
+        while not op.taken:  # commit queued batches (oldest first) until ours is written
+            async with self._lock:
+                if op.taken:
+                    break
                 batch = self._pending[:MAX_BATCH]
                 del self._pending[:MAX_BATCH]
                 for queued in batch:
