@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -284,8 +285,11 @@ class CompletionService:
             outcome.status = error.http_status
             yield sse(error.openai_body())
         finally:
-            await events.aclose()
-            await self._record(outcome)
+            # A client that disconnects cancels this generator; the job must still be
+            # cancelled on the node and the request logged, so shield the clean-up.
+            with anyio.CancelScope(shield=True):
+                await events.aclose()
+                await self._record(outcome)
         yield SSE_DONE
 
     async def _fail(self, outcome: Outcome, error: LichenError) -> JSONResponse:
