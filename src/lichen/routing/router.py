@@ -88,7 +88,11 @@ class Router:
                 last_error = error
                 if sent_tokens:
                     trace.resumes += 1
-                    log.warning("node %s failed mid-stream; resuming elsewhere", job.peer_id)
+                    log.warning(
+                        "node %s failed mid-stream after %d chunks; resuming elsewhere",
+                        job.peer_id,
+                        len(sent_text),
+                    )
                 else:
                     trace.failovers += 1
                     log.warning("node %s failed before the first token; failing over", job.peer_id)
