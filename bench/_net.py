@@ -112,8 +112,15 @@ class BenchNetwork:
         proc = self._spawn("tracker", ["tracker", "--public", "--port", str(self.port)])
         self._wait(lambda: self._get("/v1/network") is not None, proc, "the tracker")
         result = subprocess.run(
-            [*lichen_argv(), "invite", "create", "--max-uses", "0", "--expires", "1d"]
-            + ["--data-dir", str(proc.data_dir)],
+            [
+                *lichen_argv(),
+                "invite",
+                "create",
+                "--max-uses",
+                "0",
+                "--data-dir",
+                str(proc.data_dir),
+            ],
             env=self.env(),
             capture_output=True,
             text=True,

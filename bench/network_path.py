@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import httpx
+
 from _net import BenchNetwork
 from overhead import (
     PROMPTS,

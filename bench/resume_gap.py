@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
 from _net import DEFAULT_MODELS_DIR, BenchNetwork, Proc
 from overhead import cpu_model
 

@@ -46,7 +46,7 @@ TARGET_P99_MS = 1.0
 
 
 def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
 
@@ -125,13 +125,29 @@ async def simulated_nodes(args: argparse.Namespace) -> None:
     print(f"simulated nodes ended: {len(errors)} errors, e.g. {errors[:1]!r}", flush=True)
 
 
+def spawn_simulated_nodes(
+    args: argparse.Namespace, port: int, key_file: Path, network_key: str
+) -> subprocess.Popen[bytes]:
+    from lichen.tracker.service import NODE_PATH
+
+    argv = [sys.executable, __file__, "--client", "--url", f"ws://127.0.0.1:{port}{NODE_PATH}"]
+    argv += ["--account-key", str(key_file), "--network-key", network_key]
+    argv += ["--nodes", str(args.nodes), "--concurrency", str(args.concurrency)]
+    argv += ["--loop", args.loop]
+    return subprocess.Popen(
+        argv,
+        stdout=None if args.verbose else subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 # --- the tracker (this process) ---------------------------------------------------------
 
 
 async def tracker_side(args: argparse.Namespace) -> None:
     from fastapi import FastAPI
 
-    from lichen.identity.store import load_identity
+    from lichen.identity.store import load_identity, now_ms
     from lichen.routing.reputation import EwmaReputation
     from lichen.routing.scheduler import Scheduler
     from lichen.server import HttpServer
@@ -139,8 +155,9 @@ async def tracker_side(args: argparse.Namespace) -> None:
     from lichen.storage.membership import MembershipRepository
     from lichen.tracker.api import mount_tracker
     from lichen.tracker.connection import NodeConnection
-    from lichen.tracker.membership import AdmissionLimiter, InviteAdmission
-    from lichen.tracker.service import NODE_PATH, TrackerService
+    from lichen.tracker.membership import AdmissionLimiter, InviteAdmission, SeenBuffer
+    from lichen.tracker.service import TrackerService
+    from lichen.transport.handshake import Peer
 
     fd_limit = raise_fd_limit()
     tmp = Path(tempfile.mkdtemp(prefix="lichen-scale-"))
@@ -148,17 +165,26 @@ async def tracker_side(args: argparse.Namespace) -> None:
     url = f"sqlite+aiosqlite:///{tmp / 'lichen.db'}"
     await migrate(url)
     db = create_engine(url)
+    members = MembershipRepository(db)
+    seen = SeenBuffer(members)  # as lichen.roles.tracker wires it
+
+    async def left(peer: Peer) -> None:
+        seen.note(peer.peer_id, now_ms())
+
     tracker = TrackerService(
         network_key=identity.network_key,
         admission=InviteAdmission(
-            MembershipRepository(db),
+            members,
             network_key=identity.network_public,
             owner_account=identity.account_public,
             mode="private",
             limiter=AdmissionLimiter(10),
+            seen=seen,
         ),
         heartbeat_s=args.heartbeat_s,
+        on_leave=left,
     )
+    seen_task = asyncio.create_task(seen.run())
     reputation = EwmaReputation()
     scheduler = Scheduler(tracker.registry, reputation)
     app = FastAPI()
@@ -193,27 +219,7 @@ async def tracker_side(args: argparse.Namespace) -> None:
     gc.collect()
     rss_before = rss_mb()
     key_file = tmp / "tracker" / "keys" / "account.key"
-    client = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--client",
-            "--url",
-            f"ws://127.0.0.1:{port}{NODE_PATH}",
-            "--account-key",
-            str(key_file),
-            "--network-key",
-            identity.network_public.hex(),
-            "--nodes",
-            str(args.nodes),
-            "--concurrency",
-            str(args.concurrency),
-            "--loop",
-            args.loop,
-        ],
-        stdout=subprocess.DEVNULL if not args.verbose else None,
-        start_new_session=True,
-    )
+    client = spawn_simulated_nodes(args, port, key_file, identity.network_public.hex())
     try:
         started = time.monotonic()
         while len(tracker.registry) < args.nodes:
@@ -223,8 +229,11 @@ async def tracker_side(args: argparse.Namespace) -> None:
                 raise RuntimeError(f"only {len(tracker.registry)} nodes joined")
             await asyncio.sleep(0.5)
         join_s = time.monotonic() - started
-        print(f"joined        {args.nodes} nodes in {join_s:.1f} s "
-              f"({args.nodes / join_s:.0f} handshakes/s)", flush=True)
+        print(
+            f"joined        {args.nodes} nodes in {join_s:.1f} s "
+            f"({args.nodes / join_s:.0f} handshakes/s)",
+            flush=True,
+        )
         await asyncio.sleep(args.settle)  # heartbeats reach their steady rhythm
         gc.collect()
         rss_after = rss_mb()
@@ -273,8 +282,10 @@ async def tracker_side(args: argparse.Namespace) -> None:
             client.kill()
             client.wait()
         NodeConnection._on_heartbeat = handler  # type: ignore[method-assign]
+        seen_task.cancel()
         await tracker.stop()
         await http.stop()
+        await seen.flush()
         await db.dispose()
 
     per_node_kb = (rss_after - rss_before) * 1024 / args.nodes
@@ -307,7 +318,7 @@ def main() -> None:
     parser.add_argument("--join-timeout", type=float, default=600.0)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the heartbeat window")
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     # the simulated-node process
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

@@ -17,7 +17,7 @@ from lichen.identity.signing import generate_key, peer_id, public_raw
 from lichen.identity.store import now_ms
 from lichen.storage.engine import create_engine, migrate
 from lichen.storage.membership import InviteRecord, MemberRecord, MembershipRepository
-from lichen.tracker.membership import AdmissionLimiter, InviteAdmission, remote_ip
+from lichen.tracker.membership import AdmissionLimiter, InviteAdmission, SeenBuffer, remote_ip
 from lichen.tracker.revocations import RevocationWatcher
 
 URL = "ws://127.0.0.1:8470/v1/node/connect"
@@ -325,3 +325,23 @@ async def test_revocation_watcher_disconnects_only_revoked_connected_nodes(
     assert await watcher.poll_once() == [pids[0]]
     assert dropped == [(pids[0], ErrorCode.IDENTITY_REVOKED)]
     assert await watcher.poll_once() == []  # already gone
+
+
+async def test_last_seen_is_written_in_batches(net: Network) -> None:
+    admission = net.admission("public")
+    certs = [device(name=f"n{i}") for i in range(3)]
+    for cert in certs:
+        await admission.admit(cert, "", "10.0.0.1:1")
+    seen = SeenBuffer(net.repo)
+    buffered = net.admission("public")
+    buffered.seen = seen
+    await buffered.admit(certs[1], "", "10.0.0.1:1")  # a reconnect: noted, not written yet
+    seen.note(peer_id(certs[2].device_key), 123)
+    before = {m.peer_id: m.last_seen_ms for m in await net.repo.members()}
+    assert before[peer_id(certs[2].device_key)] != 123
+    await seen.flush()
+    after = {m.peer_id: m for m in await net.repo.members()}
+    assert after[peer_id(certs[2].device_key)].last_seen_ms == 123
+    assert after[peer_id(certs[1].device_key)].last_seen_ms >= before[peer_id(certs[1].device_key)]
+    assert after[peer_id(certs[1].device_key)].name == "n1"
+    await seen.flush()  # nothing pending: a no-op

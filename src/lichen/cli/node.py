@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +20,7 @@ from lichen.config import load_settings
 from lichen.errors import LichenError
 from lichen.logs import setup_logging
 from lichen.roles.node import NodeReady, run_node
+from lichen.roles.runtime import run
 
 
 def node_command(
@@ -95,7 +95,7 @@ def node_command(
         )
 
     try:
-        asyncio.run(
+        run(
             run_node(
                 settings,
                 join=join,

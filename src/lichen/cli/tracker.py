@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from lichen.config import load_settings
 from lichen.errors import LichenError
 from lichen.identity.store import load_identity
 from lichen.logs import setup_logging
+from lichen.roles.runtime import run
 from lichen.roles.tracker import TrackerStack, tracker_stack
 from lichen.server import install_shutdown_signals
 
@@ -63,7 +63,7 @@ def tracker_command(
             await stop.wait()
 
     try:
-        asyncio.run(serve())
+        run(serve())
     except LichenError as error:
         console.print(f"[red]error:[/red] {error.message}")
         raise typer.Exit(1) from None

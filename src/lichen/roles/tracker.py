@@ -39,7 +39,7 @@ from lichen.storage.engine import create_engine, migrate
 from lichen.storage.membership import MembershipRepository
 from lichen.storage.repositories import RequestLogRepository
 from lichen.tracker.api import mount_tracker
-from lichen.tracker.membership import AdmissionLimiter, InviteAdmission
+from lichen.tracker.membership import AdmissionLimiter, InviteAdmission, SeenBuffer
 from lichen.tracker.revocations import RevocationWatcher
 from lichen.tracker.service import NODE_PATH, TrackerService
 from lichen.transport.handshake import Peer
@@ -130,6 +130,8 @@ async def tracker_stack(
     http: HttpServer | None = None
     tracker: TrackerService | None = None
     watcher_task: asyncio.Task[None] | None = None
+    seen_task: asyncio.Task[None] | None = None
+    seen: SeenBuffer | None = None
     privacy: PrivacyRuntime | None = None
     accounting: Accounting | None = None
     runtime = settings.data_dir / RUNTIME_FILE
@@ -143,8 +145,10 @@ async def tracker_stack(
             sweep_every_s=settings.retention_sweep_s,
         )
 
+        seen = SeenBuffer(members)  # last-seen times, written in batches
+
         async def left(peer: Peer) -> None:
-            await members.touch(peer.peer_id, now_ms=now_ms())
+            seen.note(peer.peer_id, now_ms())
 
         tracker = TrackerService(
             network_key=identity.network_key,
@@ -154,6 +158,7 @@ async def tracker_stack(
                 owner_account=identity.account_public,
                 mode=settings.network_mode,
                 limiter=AdmissionLimiter(settings.admissions_per_ip_hour),
+                seen=seen,
             ),
             heartbeat_s=settings.heartbeat_s,
             on_leave=left,
@@ -212,6 +217,7 @@ async def tracker_stack(
         await accounting.start()
         watcher = RevocationWatcher(members, tracker.disconnect, poll_s=settings.membership_poll_s)
         watcher_task = asyncio.create_task(watcher.run(), name="revocation-watcher")
+        seen_task = asyncio.create_task(seen.run(), name="last-seen-writer")
         http = HttpServer(app, host=settings.host, port=settings.port)
         port = await http.start()
         host = _dial_host(settings.host)
@@ -249,10 +255,11 @@ async def tracker_stack(
         if recorded is not None and recorded.pid == os.getpid():
             with contextlib.suppress(OSError):
                 runtime.unlink()
-        if watcher_task is not None:
-            watcher_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher_task
+        for task in (watcher_task, seen_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if privacy is not None:
             await privacy.stop()
         if accounting is not None:
@@ -261,4 +268,6 @@ async def tracker_stack(
             await tracker.stop()
         if http is not None:
             await http.stop()
+        if seen is not None:
+            await seen.flush()
         await db.dispose()

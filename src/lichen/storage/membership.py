@@ -3,15 +3,21 @@
 Using an invite and registering the device it admits happen in one transaction,
 and the use is counted by a single conditional ``UPDATE``, so two devices racing
 for the last use of an invite cannot both get in, on SQLite or PostgreSQL.
+
+Writes from one process go through one lock: SQLite has a single writer anyway,
+and queueing in the event loop is fair and cheap where thousands of concurrent
+handshakes would otherwise spin on SQLite's busy timeout ("database is locked").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -95,11 +101,17 @@ class MembershipRepository:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._write = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write, self._engine.begin() as connection:
+            yield connection
 
     # --- invites ---------------------------------------------------------------------
 
     async def add_invite(self, invite: InviteRecord) -> None:
-        async with self._engine.begin() as connection:
+        async with self._writing() as connection:
             await connection.execute(
                 insert(InviteRow).values(
                     id=invite.id,
@@ -129,7 +141,7 @@ class MembershipRepository:
         return _exactly_one(matches, f"invite {prefix!r}", lambda i: i.id)
 
     async def revoke_invite(self, invite_id: str) -> bool:
-        async with self._engine.begin() as connection:
+        async with self._writing() as connection:
             result = await connection.execute(
                 update(InviteRow).where(InviteRow.id == invite_id).values(revoked=True)
             )
@@ -166,7 +178,7 @@ class MembershipRepository:
         up. If the device registered concurrently, returns the stored record instead.
         """
         try:
-            async with self._engine.begin() as connection:
+            async with self._writing() as connection:
                 if member.invite_id is not None:
                     await _use_invite(connection, member.invite_id, now_ms)
                 await connection.execute(
@@ -191,7 +203,7 @@ class MembershipRepository:
         return member
 
     async def set_status(self, peer_id: str, status: MemberStatus, *, now_ms: int) -> bool:
-        async with self._engine.begin() as connection:
+        async with self._writing() as connection:
             result = await connection.execute(
                 update(MemberRow)
                 .where(MemberRow.peer_id == peer_id)
@@ -201,13 +213,32 @@ class MembershipRepository:
 
     async def touch(self, peer_id: str, *, now_ms: int, name: str | None = None) -> None:
         """Record that the device was seen (and its current certificate name)."""
-        values: dict[str, object] = {"last_seen_ms": now_ms}
-        if name is not None:
-            values["name"] = name
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(MemberRow).where(MemberRow.peer_id == peer_id).values(**values)
-            )
+        await self.touch_many({peer_id: (now_ms, name)})
+
+    async def touch_many(self, seen: dict[str, tuple[int, str | None]]) -> None:
+        """``touch`` for many devices in one transaction: peer id -> (seen ms, name)."""
+        if not seen:
+            return
+        named = [
+            {"pid": pid, "seen": ms, "new_name": name}
+            for pid, (ms, name) in seen.items()
+            if name is not None
+        ]
+        unnamed = [{"pid": pid, "seen": ms} for pid, (ms, name) in seen.items() if name is None]
+        by_pid = MemberRow.peer_id == bindparam("pid")
+        async with self._writing() as connection:
+            if named:
+                await connection.execute(
+                    update(MemberRow)
+                    .where(by_pid)
+                    .values(last_seen_ms=bindparam("seen"), name=bindparam("new_name")),
+                    named,
+                )
+            if unnamed:
+                await connection.execute(
+                    update(MemberRow).where(by_pid).values(last_seen_ms=bindparam("seen")),
+                    unnamed,
+                )
 
     async def revoked_since(self, since_ms: int) -> list[str]:
         """Peer ids revoked at or after ``since_ms``."""

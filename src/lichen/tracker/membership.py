@@ -17,6 +17,7 @@ the tracker sends ``Welcome``, so a refused node never sees a job:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
@@ -78,6 +79,39 @@ class AdmissionLimiter:
             self._seen.popitem(last=False)
 
 
+class SeenBuffer:
+    """Coalesces "this device was seen" writes into one batch every ``flush_s``.
+
+    Every admission and every disconnect updates a member's last-seen time; after a
+    tracker restart thousands of nodes reconnect at once, and a write each would
+    queue behind one another. Last-seen is informational, so it is buffered.
+    """
+
+    def __init__(self, members: MembershipRepository, *, flush_s: float = 5.0) -> None:
+        self.members = members
+        self.flush_s = flush_s
+        self._pending: dict[str, tuple[int, str | None]] = {}
+
+    def note(self, peer_id: str, now_ms: int, name: str | None = None) -> None:
+        _, known = self._pending.get(peer_id, (0, None))
+        self._pending[peer_id] = (now_ms, name if name is not None else known)
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        try:
+            await self.members.touch_many(pending)
+        except Exception as exc:  # informational data: keep it for the next try
+            log.warning("could not record last-seen times: %s", type(exc).__name__)
+            for pid, value in pending.items():
+                self._pending.setdefault(pid, value)
+
+    async def run(self) -> None:
+        """Flush every ``flush_s`` until cancelled (then call :meth:`flush` once more)."""
+        while True:
+            await asyncio.sleep(self.flush_s)
+            await self.flush()
+
+
 def remote_ip(remote: str) -> str:
     """The host part of ``host:port`` (IPv6 ``[::1]:port`` too)."""
     host = remote.rsplit(":", 1)[0] if ":" in remote else remote
@@ -95,9 +129,11 @@ class InviteAdmission:
         owner_account: bytes | None = None,
         mode: NetworkMode = "private",
         limiter: AdmissionLimiter | None = None,
+        seen: SeenBuffer | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.members = members
+        self.seen = seen
         self.network_key = network_key
         self.owner_account = owner_account
         self.mode = mode
@@ -128,7 +164,10 @@ class InviteAdmission:
                 ErrorCode.IDENTITY_UNKNOWN,
                 f"node {member.peer_id} joined under another account key",
             )
-        await self.members.touch(member.peer_id, now_ms=now, name=cert.name)
+        if self.seen is not None:
+            self.seen.note(member.peer_id, now, cert.name)
+        else:
+            await self.members.touch(member.peer_id, now_ms=now, name=cert.name)
 
     async def _register(
         self, pid: str, cert: DeviceCertificate, token: str, remote: str, now: int
