@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from _net import DEFAULT_MODELS_DIR, BenchNetwork, Proc
-from overhead import cpu_model
+from _report import cpu_model
 
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 TARGET_S = 1.0

@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import logging
 import os
 import pstats
 import random
@@ -39,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from overhead import cpu_model, pct
+from _report import cpu_model, pct
 
 MODELS = ["bench-model", "bench-a", "bench-b", "bench-c", "bench-d"]
 TARGET_P99_MS = 1.0
@@ -141,6 +142,19 @@ def spawn_simulated_nodes(
     )
 
 
+class _Counter(logging.Handler):
+    """Counts log records containing ``needle`` (bench-only instrumentation)."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.WARNING)
+        self.needle = needle
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.count += 1
+
+
 # --- the tracker (this process) ---------------------------------------------------------
 
 
@@ -193,7 +207,10 @@ async def tracker_side(args: argparse.Namespace) -> None:
     http = HttpServer(app, host="127.0.0.1", port=0)
     port = await http.start()
 
-    # Bench-only instrumentation: count heartbeats as the real handler receives them.
+    # Bench-only instrumentation: count heartbeats as the real handler receives them,
+    # and links the watchdog drops (heartbeats too late: the tracker is overloaded).
+    drops = _Counter("missed its heartbeats")
+    logging.getLogger("lichen.tracker.service").addHandler(drops)
     beats = 0
     handler = NodeConnection._on_heartbeat
 
@@ -230,8 +247,8 @@ async def tracker_side(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.5)
         join_s = time.monotonic() - started
         print(
-            f"joined        {args.nodes} nodes in {join_s:.1f} s "
-            f"({args.nodes / join_s:.0f} handshakes/s)",
+            f"joined        {args.nodes} nodes in {join_s:.1f} s ({args.nodes / join_s:.0f} "
+            f"handshakes/s; {drops.count} links dropped by the watchdog meanwhile)",
             flush=True,
         )
         await asyncio.sleep(args.settle)  # heartbeats reach their steady rhythm
@@ -239,6 +256,7 @@ async def tracker_side(args: argparse.Namespace) -> None:
         rss_after = rss_mb()
 
         beats_before, cpu_before, wall_before = beats, time.process_time(), time.monotonic()
+        drops_before = drops.count
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
@@ -248,16 +266,19 @@ async def tracker_side(args: argparse.Namespace) -> None:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         cpu = time.process_time() - cpu_before
         wall = time.monotonic() - wall_before
+        drops_in_window = drops.count - drops_before
         counted = beats - beats_before
         connected = len(tracker.registry)
 
-        timings: list[float] = []
+        timings: list[float] = []  # wall clock, ms (includes being preempted by the OS)
+        cpu_timings: list[float] = []  # this thread's CPU time, ms (the decision's own cost)
         for batch in range(args.decisions // 100):
             for _ in range(100):
-                t0 = time.perf_counter_ns()
+                c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
                 model = scheduler.resolve_model(MODELS[0])
                 chosen = scheduler.candidates(model)
                 timings.append((time.perf_counter_ns() - t0) / 1e6)
+                cpu_timings.append((time.thread_time_ns() - c0) / 1e6)
                 assert chosen
             await asyncio.sleep(0.001)  # let heartbeats in between batches
             if batch % 20 == 0:
@@ -267,6 +288,17 @@ async def tracker_side(args: argparse.Namespace) -> None:
             t0 = time.perf_counter_ns()
             scheduler.candidates(scheduler.resolve_model("auto"))
             auto.append((time.perf_counter_ns() - t0) / 1e6)
+
+        # Every link drops at once (as after a tracker restart); the nodes, now known
+        # members, reconnect 1-2 s later: how long until all are back?
+        dropped_at = time.monotonic()
+        for conn in tracker.registry:
+            tracker.registry.remove(conn)  # as a fresh tracker would: nobody registered
+            conn.lost()
+            await conn.link.close(1012, "bench: simulated restart")
+        await tracker.wait_for_nodes(args.nodes, timeout=600)
+        rejoin_s = time.monotonic() - dropped_at
+        rejoined = len(tracker.registry)
 
         client.kill()
         client.wait()
@@ -294,13 +326,18 @@ async def tracker_side(args: argparse.Namespace) -> None:
         f"\nmemory        RSS {rss_before:.0f} MB -> {rss_after:.0f} MB with {args.nodes} "
         f"nodes: {per_node_kb:.1f} KB per connected node\n"
         f"heartbeats    {counted} in {wall:.1f} s ({counted / wall:.0f}/s; nodes still "
-        f"connected {connected}/{args.nodes}); tracker CPU {cpu:.2f} s = "
+        f"connected {connected}/{args.nodes}, {drops_in_window} dropped); "
+        f"tracker CPU {cpu:.2f} s = "
         f"{100 * cpu / wall:.0f}% of one core, {1e6 * cpu / max(counted, 1):.0f} us per heartbeat\n"
         f"scheduling    resolve_model + candidates over {args.nodes} nodes serving the model, "
         f"{len(timings)} decisions: p50 {pct(timings, 50) * 1000:.0f} us, "
         f"p99 {p99 * 1000:.0f} us, max {max(timings) * 1000:.0f} us   target p99 < "
         f"{TARGET_P99_MS:g} ms  {'MET' if p99 < TARGET_P99_MS else 'MISSED'}\n"
+        f"              CPU time per decision: p50 {pct(cpu_timings, 50) * 1000:.0f} us, "
+        f"p99 {pct(cpu_timings, 99) * 1000:.0f} us\n"
         f"auto model    p50 {pct(auto, 50) * 1000:.0f} us, p99 {pct(auto, 99) * 1000:.0f} us\n"
+        f"reconnect     all links closed at once: {rejoined}/{args.nodes} known nodes back "
+        f"after {rejoin_s:.1f} s (they wait 1-2 s before redialling)\n"
         f"node loss     all {args.nodes} simulated nodes killed: registry empty after "
         f"{drop_s:.2f} s ({left} left)\n"
         f"load avg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
