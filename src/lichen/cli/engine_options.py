@@ -1,10 +1,14 @@
-"""Engine options shared by ``lichen up`` and ``lichen node`` (upstreams, embeddings)."""
+"""Options shared by ``lichen up``, ``lichen node`` and ``lichen tracker``."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+
+from lichen.config import Settings, load_settings
+from lichen.logs import setup_logging
 
 UpstreamOption = Annotated[
     str | None,
@@ -46,3 +50,23 @@ def engine_overrides(
         "local_model": local_model,
         "embeddings": embeddings,
     }
+
+
+ThreadsOption = Annotated[int | None, typer.Option(help="Generation threads (0 = all).")]
+BatchThreadsOption = Annotated[
+    int | None, typer.Option(help="Prompt-processing threads (0 = same as --threads).")
+]
+ParallelOption = Annotated[int | None, typer.Option(help="Parallel slots per model.")]
+CtxSizeOption = Annotated[int | None, typer.Option(help="Total context tokens per model.")]
+LogLevelOption = Annotated[str | None, typer.Option(help="DEBUG, INFO or WARNING.")]
+
+
+def settings_or_exit(console: Console, **overrides: Any) -> Settings:
+    """Settings with these CLI overrides, logging configured; exit 2 on an invalid value."""
+    try:
+        settings = load_settings(**overrides)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] invalid setting: {exc}")
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level)
+    return settings

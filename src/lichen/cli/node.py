@@ -9,16 +9,20 @@ import typer
 from rich.console import Console
 
 from lichen.cli.engine_options import (
+    BatchThreadsOption,
+    CtxSizeOption,
     EmbeddingsOption,
     LocalModelOption,
+    LogLevelOption,
+    ParallelOption,
+    ThreadsOption,
     UpstreamKeyOption,
     UpstreamOption,
     engine_overrides,
+    settings_or_exit,
 )
 from lichen.cli.models import RichProgress
-from lichen.config import load_settings
 from lichen.errors import LichenError
-from lichen.logs import setup_logging
 from lichen.roles.node import NodeReady, run_node
 from lichen.roles.runtime import run
 
@@ -37,13 +41,11 @@ def node_command(
         Path | None,
         typer.Option(help="Data directory: this node's identity (default ~/.local/share/lichen)."),
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="Generation threads (0 = all).")] = None,
-    batch_threads: Annotated[
-        int | None, typer.Option(help="Prompt-processing threads (0 = same as --threads).")
-    ] = None,
-    parallel: Annotated[int | None, typer.Option(help="Parallel slots per model.")] = None,
-    ctx_size: Annotated[int | None, typer.Option(help="Total context tokens per model.")] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO or WARNING.")] = None,
+    threads: ThreadsOption = None,
+    batch_threads: BatchThreadsOption = None,
+    parallel: ParallelOption = None,
+    ctx_size: CtxSizeOption = None,
+    log_level: LogLevelOption = None,
     upstream: UpstreamOption = None,
     upstream_key_secret: UpstreamKeyOption = None,
     local_model: LocalModelOption = None,
@@ -68,24 +70,20 @@ def node_command(
 ) -> None:
     """Join a network and serve models; SIGTERM finishes running jobs, then exits."""
     console = Console(stderr=True)
-    try:
-        settings = load_settings(
-            data_dir=data_dir,
-            node_name=name,
-            threads=threads,
-            batch_threads=batch_threads,
-            parallel=parallel,
-            ctx_size=ctx_size,
-            log_level=log_level,
-            metrics_port=metrics_port,
-            **engine_overrides(upstream, upstream_key_secret, local_model, embeddings),
-            refuse_policies=",".join(refuse_policy) if refuse_policy else None,
-            telemetry=telemetry,
-        )
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] invalid setting: {exc}")
-        raise typer.Exit(2) from None
-    setup_logging(settings.log_level)
+    settings = settings_or_exit(
+        console,
+        data_dir=data_dir,
+        node_name=name,
+        threads=threads,
+        batch_threads=batch_threads,
+        parallel=parallel,
+        ctx_size=ctx_size,
+        log_level=log_level,
+        metrics_port=metrics_port,
+        **engine_overrides(upstream, upstream_key_secret, local_model, embeddings),
+        refuse_policies=",".join(refuse_policy) if refuse_policy else None,
+        telemetry=telemetry,
+    )
 
     def ready(info: NodeReady) -> None:
         console.print(

@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from lichen.config import load_settings
+from lichen.cli.engine_options import LogLevelOption, settings_or_exit
 from lichen.errors import LichenError
 from lichen.identity.store import load_identity
-from lichen.logs import setup_logging
 from lichen.roles.runtime import run
 from lichen.roles.tracker import TrackerStack, tracker_stack
 from lichen.server import install_shutdown_signals
@@ -37,23 +36,19 @@ def tracker_command(
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory (default ~/.local/share/lichen).")
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO or WARNING.")] = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run a tracker: membership, the live node registry, scheduling, and the gateway."""
     console = Console(stderr=True)
-    try:
-        settings = load_settings(
-            host=host,
-            port=port,
-            network_mode=None if public is None else ("public" if public else "private"),
-            public_url=public_url,
-            data_dir=data_dir,
-            log_level=log_level,
-        )
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] invalid setting: {exc}")
-        raise typer.Exit(2) from None
-    setup_logging(settings.log_level)
+    settings = settings_or_exit(
+        console,
+        host=host,
+        port=port,
+        network_mode=None if public is None else ("public" if public else "private"),
+        public_url=public_url,
+        data_dir=data_dir,
+        log_level=log_level,
+    )
 
     async def serve() -> None:
         stop = install_shutdown_signals()

@@ -10,16 +10,20 @@ import typer
 from rich.console import Console
 
 from lichen.cli.engine_options import (
+    BatchThreadsOption,
+    CtxSizeOption,
     EmbeddingsOption,
     LocalModelOption,
+    LogLevelOption,
+    ParallelOption,
+    ThreadsOption,
     UpstreamKeyOption,
     UpstreamOption,
     engine_overrides,
+    settings_or_exit,
 )
 from lichen.cli.models import RichProgress
-from lichen.config import load_settings
 from lichen.errors import LichenError
-from lichen.logs import setup_logging
 from lichen.up import Ready, run_up
 
 
@@ -32,13 +36,11 @@ def up_command(
     model: Annotated[
         str | None, typer.Option(help="Model: catalog name, GGUF path or URL.")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="Generation threads (0 = all).")] = None,
-    batch_threads: Annotated[
-        int | None, typer.Option(help="Prompt-processing threads (0 = same as --threads).")
-    ] = None,
-    parallel: Annotated[int | None, typer.Option(help="Parallel slots per model.")] = None,
-    ctx_size: Annotated[int | None, typer.Option(help="Total context tokens.")] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO or WARNING.")] = None,
+    threads: ThreadsOption = None,
+    batch_threads: BatchThreadsOption = None,
+    parallel: ParallelOption = None,
+    ctx_size: CtxSizeOption = None,
+    log_level: LogLevelOption = None,
     upstream: UpstreamOption = None,
     upstream_key_secret: UpstreamKeyOption = None,
     local_model: LocalModelOption = None,
@@ -46,23 +48,19 @@ def up_command(
 ) -> None:
     """Run tracker + gateway + one node serving the default model, in one process."""
     console = Console(stderr=True)
-    try:
-        settings = load_settings(
-            host=host,
-            port=port,
-            data_dir=data_dir,
-            model=model,
-            threads=threads,
-            batch_threads=batch_threads,
-            parallel=parallel,
-            ctx_size=ctx_size,
-            log_level=log_level,
-            **engine_overrides(upstream, upstream_key_secret, local_model, embeddings),
-        )
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] invalid setting: {exc}")
-        raise typer.Exit(2) from None
-    setup_logging(settings.log_level)
+    settings = settings_or_exit(
+        console,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        model=model,
+        threads=threads,
+        batch_threads=batch_threads,
+        parallel=parallel,
+        ctx_size=ctx_size,
+        log_level=log_level,
+        **engine_overrides(upstream, upstream_key_secret, local_model, embeddings),
+    )
 
     def ready(info: Ready) -> None:
         console.print(
