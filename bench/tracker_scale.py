@@ -138,18 +138,25 @@ async def simulated_nodes(args: argparse.Namespace) -> None:
 
 def spawn_simulated_nodes(
     args: argparse.Namespace, port: int, key_file: Path, network_key: str
-) -> subprocess.Popen[bytes]:
+) -> list[subprocess.Popen[bytes]]:
+    """``--procs`` simulator processes sharing ``--nodes`` between them."""
     from lichen.tracker.service import NODE_PATH
 
-    argv = [sys.executable, __file__, "--client", "--url", f"ws://127.0.0.1:{port}{NODE_PATH}"]
-    argv += ["--account-key", str(key_file), "--network-key", network_key]
-    argv += ["--nodes", str(args.nodes), "--concurrency", str(args.concurrency)]
-    argv += ["--loop", args.loop] + (["--verbose"] if args.verbose else [])
-    return subprocess.Popen(
-        argv,
-        stdout=None if args.verbose else subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    procs = []
+    for i in range(args.procs):
+        share = args.nodes // args.procs + (1 if i < args.nodes % args.procs else 0)
+        argv = [sys.executable, __file__, "--client", "--url", f"ws://127.0.0.1:{port}{NODE_PATH}"]
+        argv += ["--account-key", str(key_file), "--network-key", network_key]
+        argv += ["--nodes", str(share), "--concurrency", str(args.concurrency)]
+        argv += ["--loop", args.loop] + (["--verbose"] if args.verbose else [])
+        procs.append(
+            subprocess.Popen(
+                argv,
+                stdout=None if args.verbose else subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+    return procs
 
 
 class _Counter(logging.Handler):
@@ -195,16 +202,17 @@ async def tracker_side(args: argparse.Namespace) -> None:
     async def left(peer: Peer) -> None:
         seen.note(peer.peer_id, now_ms())
 
+    admission = InviteAdmission(
+        members,
+        network_key=identity.network_public,
+        owner_account=identity.account_public,
+        mode="private",
+        limiter=AdmissionLimiter(10),
+        seen=seen,
+    )
     tracker = TrackerService(
         network_key=identity.network_key,
-        admission=InviteAdmission(
-            members,
-            network_key=identity.network_public,
-            owner_account=identity.account_public,
-            mode="private",
-            limiter=AdmissionLimiter(10),
-            seen=seen,
-        ),
+        admission=admission,
         heartbeat_s=args.heartbeat_s,
         on_leave=left,
     )
@@ -238,19 +246,19 @@ async def tracker_side(args: argparse.Namespace) -> None:
         f"load avg      {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (at start)\n"
         f"tracker       TrackerService + InviteAdmission (SQLite) + uvicorn, this process; "
         f"fd limit {fd_limit}\n"
-        f"nodes         {args.nodes} simulated (benchmark-only, no engine) in one other "
-        f"process, heartbeat every {args.heartbeat_s:g} s, each serving "
+        f"nodes         {args.nodes} simulated (benchmark-only, no engine) in {args.procs} "
+        f"other process(es), heartbeat every {args.heartbeat_s:g} s, each serving "
         f"{MODELS[0]} + one of 4 others",
         flush=True,
     )
     gc.collect()
     rss_before = rss_mb()
     key_file = tmp / "tracker" / "keys" / "account.key"
-    client = spawn_simulated_nodes(args, port, key_file, identity.network_public.hex())
+    clients = spawn_simulated_nodes(args, port, key_file, identity.network_public.hex())
     try:
         started, join_cpu = time.monotonic(), time.process_time()
         while len(tracker.registry) < args.nodes:
-            if client.poll() is not None:
+            if any(c.poll() is not None for c in clients):
                 raise RuntimeError("the simulated-node process exited early")
             if time.monotonic() - started > args.join_timeout:
                 raise RuntimeError(f"only {len(tracker.registry)} nodes joined")
@@ -303,6 +311,16 @@ async def tracker_side(args: argparse.Namespace) -> None:
 
         # Every link drops at once (as after a tracker restart); the nodes, now known
         # members, reconnect 1-2 s later: how long until all are back?
+        await seen.flush()
+        admission = InviteAdmission(  # a restarted tracker: members preloaded from the DB
+            members,
+            network_key=identity.network_public,
+            owner_account=identity.account_public,
+            mode="private",
+            seen=seen,
+        )
+        await admission.preload()
+        tracker.admission = admission
         dropped_at, rejoin_cpu = time.monotonic(), time.process_time()
         for conn in tracker.registry:
             tracker.registry.remove(conn)  # as a fresh tracker would: nobody registered
@@ -313,8 +331,10 @@ async def tracker_side(args: argparse.Namespace) -> None:
         rejoin_cpu = time.process_time() - rejoin_cpu
         rejoined = len(tracker.registry)
 
-        client.kill()
-        client.wait()
+        for c in clients:
+            c.kill()
+        for c in clients:
+            c.wait()
         killed = time.monotonic()
         while len(tracker.registry):
             await asyncio.sleep(0.05)
@@ -323,9 +343,10 @@ async def tracker_side(args: argparse.Namespace) -> None:
         drop_s = time.monotonic() - killed
         left = len(tracker.registry)
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        for c in clients:
+            if c.poll() is None:
+                c.kill()
+                c.wait()
         NodeConnection._on_heartbeat = handler  # type: ignore[method-assign]
         seen_task.cancel()
         await tracker.stop()
@@ -363,6 +384,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--heartbeat-s", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes in flight")
+    parser.add_argument("--procs", type=int, default=1, help="simulated-node processes")
     parser.add_argument("--window", type=float, default=10.0, help="heartbeat CPU window, s")
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--decisions", type=int, default=10_000)

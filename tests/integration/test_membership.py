@@ -142,10 +142,34 @@ async def test_invited_device_waits_for_approval_then_joins(net: Network) -> Non
 async def test_revoked_device_is_refused_even_with_a_fresh_invite(net: Network) -> None:
     admission = net.admission("public")
     cert = device()
+    pid = peer_id(cert.device_key)
     assert await admission.admit(cert, await net.invite(), "10.0.0.1:1") == "community"
-    await net.repo.set_status(peer_id(cert.device_key), "revoked", now_ms=now_ms())
+    await net.repo.set_status(pid, "revoked", now_ms=now_ms())
+    # The tracker's watcher sees the change in the database and tells admission.
+    watcher = RevocationWatcher(net.repo, _never_connected, forget=admission.forget)
+    watcher._since = 0
+    await watcher.poll_once()
     error = await refused(admission.admit(cert, await net.invite(), "10.0.0.1:1"))
     assert error.code is ErrorCode.IDENTITY_REVOKED
+
+
+async def _never_connected(_pid: str, _error: LichenError) -> bool:
+    return False
+
+
+async def test_approved_members_are_admitted_from_memory(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert = device()
+    await net.admission("public").admit(cert, "", "10.0.0.1:1")
+    restarted = net.admission("private")  # a fresh tracker process
+    assert await restarted.preload() == 1
+
+    async def no_reads(_pid: str) -> None:
+        raise AssertionError("a preloaded member must not cost a database read")
+
+    monkeypatch.setattr(net.repo, "member", no_reads)
+    assert await restarted.admit(cert, "", "10.0.0.1:1") == "community"
 
 
 async def test_known_device_under_another_account_is_refused(net: Network) -> None:

@@ -150,16 +150,18 @@ async def tracker_stack(
         async def left(peer: Peer) -> None:
             seen.note(peer.peer_id, now_ms())
 
+        admission = InviteAdmission(
+            members,
+            network_key=identity.network_public,
+            owner_account=identity.account_public,
+            mode=settings.network_mode,
+            limiter=AdmissionLimiter(settings.admissions_per_ip_hour),
+            seen=seen,
+        )
+        await admission.preload()  # reconnecting members need no database read
         tracker = TrackerService(
             network_key=identity.network_key,
-            admission=InviteAdmission(
-                members,
-                network_key=identity.network_public,
-                owner_account=identity.account_public,
-                mode=settings.network_mode,
-                limiter=AdmissionLimiter(settings.admissions_per_ip_hour),
-                seen=seen,
-            ),
+            admission=admission,
             heartbeat_s=settings.heartbeat_s,
             on_leave=left,
             policy=privacy.wire_policy,
@@ -215,7 +217,12 @@ async def tracker_stack(
         await tracker.start()
         await privacy.start()
         await accounting.start()
-        watcher = RevocationWatcher(members, tracker.disconnect, poll_s=settings.membership_poll_s)
+        watcher = RevocationWatcher(
+            members,
+            tracker.disconnect,
+            poll_s=settings.membership_poll_s,
+            forget=admission.forget,
+        )
         watcher_task = asyncio.create_task(watcher.run(), name="revocation-watcher")
         seen_task = asyncio.create_task(seen.run(), name="last-seen-writer")
         http = HttpServer(app, host=settings.host, port=settings.port)

@@ -240,6 +240,20 @@ class MembershipRepository:
                     unnamed,
                 )
 
+    async def approved(self) -> list[MemberRecord]:
+        """Every approved member (what a starting tracker keeps in memory)."""
+        query = select(MemberRow).where(MemberRow.status == "approved")
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [_member(row) for row in rows]
+
+    async def changed_since(self, since_ms: int) -> list[tuple[str, MemberStatus]]:
+        """(peer id, status) of members whose status changed at or after ``since_ms``."""
+        query = select(MemberRow.peer_id, MemberRow.status).where(MemberRow.updated_ms >= since_ms)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [(row.peer_id, cast(MemberStatus, row.status)) for row in rows]
+
     async def revoked_since(self, since_ms: int) -> list[str]:
         """Peer ids revoked at or after ``since_ms``."""
         query = select(MemberRow.peer_id).where(

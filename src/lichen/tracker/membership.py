@@ -139,15 +139,30 @@ class InviteAdmission:
         self.mode = mode
         self.limiter = limiter or AdmissionLimiter(10)
         self._clock = clock
+        # Approved members by peer id, so that reconnecting nodes (all of them, after a
+        # tracker restart) need no database read. Status changes made by the operator's
+        # CLI reach it through the watcher (``forget``); see lichen.tracker.revocations.
+        self._approved: dict[str, MemberRecord] = {}
+
+    async def preload(self) -> int:
+        """Load every approved member into memory; returns how many."""
+        self._approved = {m.peer_id: m for m in await self.members.approved()}
+        return len(self._approved)
+
+    def forget(self, peer_id: str) -> None:
+        """The member's status changed elsewhere: read it from the database next time."""
+        self._approved.pop(peer_id, None)
 
     async def admit(self, cert: DeviceCertificate, invite: str, remote: str) -> str:
         pid = peer_id(cert.device_key)
         now = self._clock()
-        member = await self.members.member(pid)
+        member = self._approved.get(pid) or await self.members.member(pid)
         if member is None:
             member = await self._register(pid, cert, invite, remote, now)
         else:
             await self._check_known(member, cert, now)
+        if member.status == "approved":
+            self._approved[pid] = member
         if member.status == "pending":
             raise LichenError(
                 ErrorCode.MEMBERSHIP_PENDING,

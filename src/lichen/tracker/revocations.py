@@ -1,9 +1,11 @@
 """Revocations take effect at once: the tracker watches its database for them.
 
-``lichen network revoke PEER`` runs in another process and only writes the
-database; :class:`RevocationWatcher` notices within ``poll_s`` and disconnects
-the node with ``IDENTITY_REVOKED`` (its jobs fail over or resume elsewhere).
-Polling one indexed column keeps the CLI free of any admin API on the tracker.
+``lichen network revoke PEER`` (and ``approve``) run in another process and only
+write the database; :class:`RevocationWatcher` notices a status change within
+``poll_s``, tells admission to forget what it remembered about that member, and
+disconnects a revoked node with ``IDENTITY_REVOKED`` (its jobs fail over or
+resume elsewhere). Polling one indexed column keeps the CLI free of any admin API
+on the tracker.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ class RevocationWatcher:
         disconnect: Disconnect,
         *,
         poll_s: float = 1.0,
+        forget: Callable[[str], None] | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.members = members
         self.disconnect = disconnect
+        self.forget = forget
         self.poll_s = poll_s
         self._clock = clock
         self._since = clock()
@@ -44,10 +48,14 @@ class RevocationWatcher:
     async def poll_once(self) -> list[str]:
         """Disconnect nodes revoked since the last poll; return the ones that were connected."""
         started = self._clock()
-        revoked = await self.members.revoked_since(self._since - _OVERLAP_MS)
+        changed = await self.members.changed_since(self._since - _OVERLAP_MS)
         self._since = started
         dropped: list[str] = []
-        for pid in revoked:
+        for pid, status in changed:
+            if self.forget is not None:
+                self.forget(pid)
+            if status != "revoked":
+                continue
             error = LichenError(ErrorCode.IDENTITY_REVOKED, f"node {pid} was revoked")
             if await self.disconnect(pid, error):
                 dropped.append(pid)
