@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -65,8 +67,9 @@ async def main() -> None:
         models_dir=models_dir, threads=args.threads, parallel=args.parallel, ctx_size=args.ctx_size
     )
     with net:
-        net.start_tracker()
-        net.start_node("node0")
+        tracker = net.start_tracker()
+        node = net.start_node("node0")
+        cpu = CpuPerToken({"tracker": tracker.popen.pid, "node (all threads)": node.popen.pid})
         engine_opts = {
             "threads": args.threads,
             "batch_threads": args.batch_threads,
@@ -86,10 +89,48 @@ async def main() -> None:
                         if path == "direct":
                             run = await run_direct(engine, model.name, prompt, args.tokens)
                         else:
+                            before = cpu.sample()
                             run = await run_http(client, model.name, prompt, args.tokens)
+                            cpu.add(before, run.tokens)
                         runs[path].append(run)
                 print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
     print(report(runs))
+    print(cpu.report())
+
+
+class CpuPerToken:
+    """CPU time the processes on the network path spend per streamed token."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.spent: dict[str, float] = dict.fromkeys([*pids, "client (this process)"], 0.0)
+        self.tokens = 0
+
+    def sample(self) -> dict[str, float]:
+        now = {name: _cpu_s(pid) for name, pid in self.pids.items()}
+        return now | {"client (this process)": time.process_time()}
+
+    def add(self, before: dict[str, float], tokens: int) -> None:
+        after = self.sample()
+        for name in self.spent:
+            self.spent[name] += after[name] - before[name]
+        self.tokens += tokens
+
+    def report(self) -> str:
+        parts = [
+            f"{name} {1e6 * spent / max(self.tokens, 1):.0f} us"
+            for name, spent in self.spent.items()
+        ]
+        return "CPU per token on the network path (schedstat): " + ", ".join(parts)
+
+
+def _cpu_s(pid: int) -> float:
+    """On-CPU time of all of a process's threads, from the scheduler (ns precision)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError):
+            total += int(stat.read_text().split()[0])
+    return total / 1e9
 
 
 def report(runs: dict[str, list[Run]]) -> str:

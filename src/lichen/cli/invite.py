@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -97,6 +98,12 @@ def create_command(
         highlight=False,
     )
     err.print("join with:  lichen node --join TOKEN", highlight=False)
+    if urlsplit(tracker_url).hostname in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            "note: the token points at a loopback address, which only nodes on this machine "
+            "can reach; for other machines pass --url (or start the tracker with --public-url)",
+            highlight=False,
+        )
     typer.echo(token)
 
 

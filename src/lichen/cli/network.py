@@ -76,7 +76,10 @@ def show_command(
     console = Console()
     now = now_ms()
     connected = {n["peer_id"]: n for n in (live or {}).get("nodes", [])}
-    table = Table("PEER", "NAME", "TRUST", "STATUS", "CONNECTED", "LAST SEEN", box=None)
+    table = Table(box=None)
+    table.add_column("PEER", no_wrap=True)  # ids are copied into approve/revoke: never cut
+    for header in ("NAME", "TRUST", "STATUS", "CONNECTED", "LAST SEEN"):
+        table.add_column(header)
     for m in members:
         online = "yes" if m.peer_id in connected else "no"
         table.add_row(m.peer_id, m.name or "-", m.trust, m.status, online, ago(m.last_seen_ms, now))
@@ -86,7 +89,11 @@ def show_command(
     if live is None:
         console.print("Tracker not running here: no live state.")
         return
-    nodes = Table("NAME", "PEER", "STATE", "MODELS", "FREE", "QUEUE", "TOK/S", "JOBS", box=None)
+    nodes = Table(box=None)
+    nodes.add_column("NAME")
+    nodes.add_column("PEER", no_wrap=True)
+    for header in ("STATE", "MODELS", "FREE", "QUEUE", "TOK/S", "JOBS"):
+        nodes.add_column(header)
     for n in live["nodes"]:
         nodes.add_row(
             n["name"],
