@@ -218,26 +218,17 @@ class LocalNetwork:
 
     async def add_node(self, engine: FakeEngine, name: str) -> RunningNode:
         """Start a node whose device certificate the tracker's own account signed."""
-        node_dir = self.root / name
-        (node_dir / KEYS_DIR).mkdir(parents=True, mode=0o700)
-        account = self.root / "tracker" / KEYS_DIR / "account.key"
-        shutil.copy2(account, node_dir / KEYS_DIR / "account.key")
-        identity = load_identity(node_dir, node_name=name)
-        agent = NodeAgent(
-            identity,
-            engine,
-            NodeConfig(
-                tracker_url=f"ws://127.0.0.1:{self.port}{NODE_PATH}",
-                name=name,
-                network_key=self.identity.network_public,
-                backoff_initial_s=0.05,
-            ),
+        node = start_owned_node(
+            self.root / name,
+            owner_dir=self.root / "tracker",
+            port=self.port,
+            network_public=self.identity.network_public,
+            engine=engine,
+            name=name,
         )
-        task = asyncio.create_task(agent.run(), name=f"node-{name}")
-        node = RunningNode(agent, engine, identity, task)
         self.nodes.append(node)
         await eventually(
-            lambda: self.tracker.registry.get(identity.peer_id) is not None,
+            lambda: self.tracker.registry.get(node.peer_id) is not None,
             what=f"node {name} to join",
         )
         return node
@@ -300,3 +291,32 @@ def assert_openai_error(response: httpx.Response, status: int, code: str) -> dic
     assert isinstance(error["type"], str) and error["type"]
     assert error["code"] == code, error
     return error
+
+
+def start_owned_node(
+    node_dir: Path,
+    *,
+    owner_dir: Path,
+    port: int,
+    network_public: bytes,
+    engine: FakeEngine,
+    name: str,
+    **config: Any,
+) -> RunningNode:
+    """Start a node agent whose device certificate the tracker owner's account key signs."""
+    (node_dir / KEYS_DIR).mkdir(parents=True, mode=0o700)
+    shutil.copy2(owner_dir / KEYS_DIR / "account.key", node_dir / KEYS_DIR / "account.key")
+    identity = load_identity(node_dir, node_name=name)
+    agent = NodeAgent(
+        identity,
+        engine,
+        NodeConfig(
+            tracker_url=f"ws://127.0.0.1:{port}{NODE_PATH}",
+            name=name,
+            network_key=network_public,
+            backoff_initial_s=0.05,
+            **config,
+        ),
+    )
+    task = asyncio.create_task(agent.run(), name=f"node-{name}")
+    return RunningNode(agent, engine, identity, task)

@@ -10,7 +10,6 @@ protocol; their :class:`FakeEngine` records every request the node received.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -18,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fakes import FakeEngine, RunningNode, eventually
+from fakes import FakeEngine, RunningNode, eventually, start_owned_node
 
 from lichen.gateway.app import GatewayDeps, create_app
 from lichen.gateway.completions import CompletionService
-from lichen.identity.store import KEYS_DIR, load_identity
-from lichen.node.agent import NodeAgent, NodeConfig
+from lichen.identity.store import load_identity
 from lichen.privacy.policy import preset_text
 from lichen.privacy.runtime import PrivacyRuntime
 from lichen.routing.router import Router
@@ -95,28 +93,19 @@ class PrivacyNetwork:
     async def add_node(
         self, engine: FakeEngine, name: str, *, wait: bool = True, **config: Any
     ) -> RunningNode:
-        node_dir = self.root / name
-        (node_dir / KEYS_DIR).mkdir(parents=True, mode=0o700)
-        account = self.data_dir / KEYS_DIR / "account.key"
-        shutil.copy2(account, node_dir / KEYS_DIR / "account.key")
-        identity = load_identity(node_dir, node_name=name)
-        agent = NodeAgent(
-            identity,
-            engine,
-            NodeConfig(
-                tracker_url=f"ws://127.0.0.1:{self.port}{NODE_PATH}",
-                name=name,
-                network_key=self.identity.network_public,
-                backoff_initial_s=0.05,
-                **config,
-            ),
+        node = start_owned_node(
+            self.root / name,
+            owner_dir=self.data_dir,
+            port=self.port,
+            network_public=self.identity.network_public,
+            engine=engine,
+            name=name,
+            **config,
         )
-        task = asyncio.create_task(agent.run(), name=f"node-{name}")
-        node = RunningNode(agent, engine, identity, task)
         self.nodes.append(node)
         if wait:
             await eventually(
-                lambda: self.tracker.registry.get(identity.peer_id) is not None,
+                lambda: self.tracker.registry.get(node.peer_id) is not None,
                 what=f"node {name} to join",
             )
         return node
