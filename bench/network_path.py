@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,10 +29,11 @@ from overhead import (
     add_engine_args,
     conditions,
     direct_engine,
-    pct,
+    path_stats,
     resolve_model,
     run_direct,
     run_http,
+    stats_table,
 )
 
 RATIO_TARGET = 0.95
@@ -134,28 +134,9 @@ def _cpu_s(pid: int) -> float:
 
 
 def report(runs: dict[str, list[Run]]) -> str:
-    stats = {}
-    for path, rs in runs.items():
-        ttft = [r.ttft_s * 1000 for r in rs]
-        tps = [r.decode_tps for r in rs if r.decode_tps > 0]
-        stats[path] = {
-            "n": len(rs),
-            "tokens": statistics.mean(r.tokens for r in rs),
-            "ttft_p50": pct(ttft, 50),
-            "ttft_p95": pct(ttft, 95),
-            "tps_p50": pct(tps, 50),
-            "tps_mean": statistics.mean(tps) if tps else float("nan"),
-        }
+    stats = path_stats(runs)
     d, n = stats["direct"], stats["network"]
-    rows = [
-        f"\n{'path':<8} {'runs':>5} {'tokens':>7} {'TTFT p50':>10} {'TTFT p95':>10} "
-        f"{'decode tok/s p50':>17} {'mean':>7}"
-    ]
-    for path, s in stats.items():
-        rows.append(
-            f"{path:<8} {s['n']:>5} {s['tokens']:>7.1f} {s['ttft_p50']:>8.1f}ms "
-            f"{s['ttft_p95']:>8.1f}ms {s['tps_p50']:>17.1f} {s['tps_mean']:>7.1f}"
-        )
+    rows = stats_table(stats)
     ratio = n["tps_p50"] / d["tps_p50"]
     added = n["ttft_p50"] - d["ttft_p50"]
     rows += [

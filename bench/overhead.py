@@ -331,7 +331,8 @@ async def main() -> None:
     print(report(runs))
 
 
-def report(runs: dict[str, list[Run]]) -> str:
+def path_stats(runs: dict[str, list[Run]]) -> dict[str, dict[str, float]]:
+    """Per path: run count, mean tokens, TTFT p50/p95 (ms), decode tok/s p50 and mean."""
     stats = {}
     for path, rs in runs.items():
         ttft = [r.ttft_s * 1000 for r in rs]
@@ -344,7 +345,10 @@ def report(runs: dict[str, list[Run]]) -> str:
             "tps_p50": pct(tps, 50),
             "tps_mean": statistics.mean(tps) if tps else float("nan"),
         }
-    d, n = stats["direct"], stats["lichen"]
+    return stats
+
+
+def stats_table(stats: dict[str, dict[str, float]]) -> list[str]:
     rows = [
         f"\n{'path':<8} {'runs':>5} {'tokens':>7} {'TTFT p50':>10} {'TTFT p95':>10} "
         f"{'decode tok/s p50':>17} {'mean':>7}"
@@ -354,6 +358,13 @@ def report(runs: dict[str, list[Run]]) -> str:
             f"{path:<8} {s['n']:>5} {s['tokens']:>7.1f} {s['ttft_p50']:>8.1f}ms "
             f"{s['ttft_p95']:>8.1f}ms {s['tps_p50']:>17.1f} {s['tps_mean']:>7.1f}"
         )
+    return rows
+
+
+def report(runs: dict[str, list[Run]]) -> str:
+    stats = path_stats(runs)
+    d, n = stats["direct"], stats["lichen"]
+    rows = stats_table(stats)
     ratio = n["tps_p50"] / d["tps_p50"]
     added = n["ttft_p50"] - d["ttft_p50"]
     # Paired: each lichen run against the direct run of the same prompt and repetition,
