@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN=.venv/bin
 [[ -x "$BIN/ruff" && -x "$BIN/mypy" ]] || {
-  echo "[check] error: $BIN/ruff or $BIN/mypy missing; run scripts/install.sh" >&2
+  echo "[check] error: $BIN/ruff or $BIN/mypy missing; run scripts/install.sh --dev" >&2
   exit 1
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up Lichen in ./.venv (idempotent; fast when nothing changed).
 #
-#   scripts/install.sh                 create .venv if missing, install lichen with dev extras
-#   scripts/install.sh --system-deps   also install the Debian packages the tests need
+#   scripts/install.sh                 create .venv if missing, install what running Lichen needs
+#   scripts/install.sh --dev           also the development and test tools (lichen[dev])
+#   scripts/install.sh --system-deps   lichen[dev] and the Debian packages the tests need
 #
 # PYTHON picks the interpreter for a new venv (default: python3, 3.11 or newer).
 # LICHEN_FORCE_INSTALL=1 reinstalls even when pyproject.toml is unchanged.
@@ -20,9 +21,11 @@ say() { printf '[install] %s\n' "$*"; }
 die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
 
 system_deps=0
+mode=runtime # or dev: what the stamp records, so a dev install is never taken for a runtime one
 for arg in "$@"; do
   case "$arg" in
-    --system-deps) system_deps=1 ;;
+    --system-deps) system_deps=1 mode=dev ;;
+    --dev) mode=dev ;;
     -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) die "unknown argument: $arg (try --help)" ;;
   esac
@@ -62,18 +65,29 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   rm -f "$STAMP"
 fi
 
-# Reinstall only when the declared dependencies or the interpreter changed.
+# Reinstall only when the declared dependencies or the interpreter changed, or when dev
+# tools are wanted and only the runtime is installed. The stamp reads "<mode> <fingerprint>".
 fingerprint=$(cat "$ROOT/pyproject.toml" "$VENV/pyvenv.cfg" | sha256sum | cut -d' ' -f1)
-if [[ "${LICHEN_FORCE_INSTALL:-0}" != 1 && -f "$STAMP" && "$(cat "$STAMP")" == "$fingerprint" ]] &&
+stamp=$(cat "$STAMP" 2>/dev/null) || stamp=""
+if [[ "${LICHEN_FORCE_INSTALL:-0}" != 1 ]] &&
+  [[ "$stamp" == "dev $fingerprint" || "$stamp" == "$mode $fingerprint" ]] &&
   "$VENV/bin/python" -c 'import lichen' 2>/dev/null; then
-  say "up to date ($VENV)"
+  say "up to date (${stamp%% *}, $VENV)"
   exit 0
 fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-say "upgrading pip"
+target="$ROOT"
+what="lichen (what running needs; the test tools come with --dev)"
+if [[ "$mode" == dev ]]; then
+  target="$ROOT[dev]"
+  what="lichen[dev] (runtime, test and lint tools)"
+fi
+say "step 1/2: upgrading pip"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-say "installing lichen[dev] (editable)"
-"$VENV/bin/python" -m pip install --quiet --editable "$ROOT[dev]"
-echo "$fingerprint" >"$STAMP"
-say "done: $("$VENV/bin/python" -c 'import lichen; print("lichen", lichen.__version__)')"
+say "step 2/2: installing $what, editable; pip reports each package below"
+started=$SECONDS
+# No --quiet: pip's own lines (and its progress bars on a terminal) show what it is doing.
+"$VENV/bin/python" -m pip install --editable "$target" || die "installing $what failed (see above)"
+echo "$mode $fingerprint" >"$STAMP"
+say "done in $((SECONDS - started)) s: $("$VENV/bin/python" -c 'import lichen; print("lichen", lichen.__version__)') ($mode)"

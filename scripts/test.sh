@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/install.sh --system-deps
+bash scripts/install.sh --dev --system-deps
 
 check_rc=0
 bash scripts/check.sh || check_rc=$?

@@ -14,6 +14,8 @@ from lichen.clock import Clock, ManualClock
 from lichen.config import Settings
 from lichen.gateway.accounting import Accounting
 from lichen.gateway.completions import Outcome
+from lichen.gateway.dialects.openai import OpenAIRoute
+from lichen.gateway.dialects.route import dialect_router
 from lichen.gateway.errors import install_error_handlers
 from lichen.gateway.guard import current_ticket
 from lichen.identity.signing import generate_key
@@ -53,10 +55,14 @@ def account_app(acc: Accounting, *, tokens_per_answer: int = 10) -> FastAPI:
         assert ticket is not None
         outcome = Outcome(kind="chat", model="smollm2-135m", stream=False, started=0.0)
         outcome.usage = Usage(tokens_per_answer // 2, tokens_per_answer - tokens_per_answer // 2)
+        # What was "streamed": one token per " x" (SmolLM2's tokenizer, and >= 1 byte each).
+        outcome.completion_text = " x" * outcome.usage.completion_tokens
         await acc.guard.settle(outcome)
         return JSONResponse({"subject": ticket.principal.subject})
 
-    app.add_api_route("/v1/chat/completions", chat, methods=["POST"])
+    router = dialect_router(OpenAIRoute)  # guarded like every inference route
+    router.add_api_route("/v1/chat/completions", chat, methods=["POST"])
+    app.include_router(router)
     return app
 
 

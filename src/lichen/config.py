@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         description="Charge signed-in users for inference and refuse (402) when they have "
         "no credits; nodes' owners are paid from the charge.",
     )
+    audit_window_s: int = Field(
+        default=600,
+        ge=0,
+        le=30 * 86400,
+        description="Seconds a job's credits stay in escrow (pending) before its node's owner "
+        "is paid; a failed audit in that window forfeits them to the payer (0 = pay at once).",
+    )
     key_requests_per_minute: int = Field(
         default=60, ge=0, description="Requests per minute per API key or account (0 = no limit)."
     )
@@ -101,6 +108,70 @@ class Settings(BaseSettings):
     )
     auth_attempts_per_minute: int = Field(
         default=10, ge=0, description="Sign-up, sign-in and refresh attempts per minute per IP."
+    )
+
+    # hostile clients: request bounds, body caps, concurrency (gateway; docs/security.md)
+    limit_max_tokens: int = Field(
+        default=32_768, ge=1, description="Largest max_tokens / num_predict a request may ask for."
+    )
+    limit_stop_sequences: int = Field(
+        default=4, ge=0, description="Most stop sequences per request (every API dialect)."
+    )
+    limit_stop_chars: int = Field(
+        default=256, ge=1, description="Most characters in one stop sequence."
+    )
+    limit_messages: int = Field(default=1_024, ge=1, description="Most messages in one chat.")
+    limit_tools_bytes: int = Field(
+        default=131_072, ge=1024, description="Largest tools array, in bytes of JSON."
+    )
+    schema_max_bytes: int = Field(
+        default=16_384,
+        ge=256,
+        description="Largest JSON schema (response_format, tool parameters).",
+    )
+    schema_max_nodes: int = Field(
+        default=1_024, ge=16, description="Most nodes (objects, arrays, values) in a JSON schema."
+    )
+    schema_max_depth: int = Field(default=16, ge=2, description="Deepest nesting in a JSON schema.")
+    schema_max_enum: int = Field(
+        default=32, ge=1, description="Most enum values in one JSON schema, all enums together."
+    )
+    schema_max_properties: int = Field(
+        default=64, ge=1, description="Most object properties in one JSON schema, all together."
+    )
+    schema_max_alternatives: int = Field(
+        default=16, ge=1, description="Most members of one schema anyOf / oneOf / allOf."
+    )
+    schema_max_repetition: int = Field(
+        default=256, ge=1, description="Largest schema minItems/maxItems/minLength/maxLength."
+    )
+    schema_max_pattern_chars: int = Field(
+        default=256, ge=1, description="Longest schema pattern (regular expression)."
+    )
+    max_form_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="Largest body for routes other than inference (sign-up, forms, telemetry).",
+    )
+    body_read_timeout_s: float = Field(
+        default=15.0, gt=0, description="Refuse (408) a request body that stalls this long."
+    )
+    form_posts_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="State-changing requests per minute per client address on non-inference "
+        "routes, counted before the body is read (0 = no limit).",
+    )
+    key_concurrent_requests: int = Field(
+        default=8, ge=0, description="Requests in flight per API key or account (0 = no limit)."
+    )
+    anonymous_concurrent_requests: int = Field(
+        default=2, ge=0, description="Requests in flight per client address without a key."
+    )
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated host names the gateway answers to besides loopback names, "
+        "IP addresses and public_url's host ('*' = any; empty on a public bind = any).",
     )
 
     # node
@@ -162,11 +233,40 @@ class Settings(BaseSettings):
     admissions_per_ip_hour: int = Field(
         default=10, ge=1, description="Public networks: new devices admitted per IP per hour."
     )
+    chunk_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Node: also serve model chunks straight to peers on this port (0 = any "
+        "free port; bound to `host`); unset: share only through the tracker's relay.",
+    )
+    model_uploaders: str = Field(
+        default="",
+        description="Tracker: usernames (or account ids), comma-separated, allowed to upload "
+        "models to the network catalog; empty: nobody.",
+    )
+    model_upload_quota_bytes: int = Field(
+        default=4_000_000_000,
+        ge=0,
+        description="Tracker: bytes of uploaded models (and uploads in progress) per account.",
+    )
     heartbeat_s: float = Field(
         default=1.0, gt=0, le=60, description="Seconds between node heartbeats (tracker-set)."
     )
     membership_poll_s: float = Field(
         default=1.0, gt=0, description="How often the tracker re-reads revocations from its DB."
+    )
+    first_token_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Tracker: a node silent this long before its first token (or between two "
+        "chunks, or before its embeddings) has failed (failover; counts against it).",
+    )
+    stall_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Tracker: a job whose client has not read a delivered chunk this long is "
+        "cancelled on its node (the stream ends with a timeout error).",
     )
 
     # privacy (policy file: <data_dir>/policy.toml, default preset "private")
@@ -185,6 +285,77 @@ class Settings(BaseSettings):
     )
     retention_sweep_s: float = Field(
         default=60.0, gt=0, description="Seconds between retention sweeps of expired rows."
+    )
+
+    # audits (issue 11): probes re-scored by the tracker's reference copy of the model
+    audits: bool = Field(
+        default=False,
+        description="Tracker: send probe jobs to nodes and re-score their answers with a "
+        "reference copy of each model installed in the tracker's models dir.",
+    )
+    audit_budget: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="Share of each node's measured capacity spent on probe jobs.",
+    )
+    audit_quarantine_after: int = Field(
+        default=2, ge=1, description="Failed audits after which a node gets no more jobs."
+    )
+    audit_threads: int = Field(
+        default=1, ge=1, description="Threads of the tracker's reference engine for audits."
+    )
+
+    # deployment: TLS, proxies, slow clients, operator surfaces, engine health (issue 10)
+    tls_certfile: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS/WSS with; nodes then dial wss://.",
+    )
+    tls_keyfile: Path | None = Field(
+        default=None,
+        description="PEM private key for tls_certfile (omit if the certificate file holds it).",
+    )
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="Node: extra PEM CA bundle to trust for the tracker's wss:// certificate "
+        "(a private CA); the system's CAs stay trusted.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Comma-separated proxy addresses or CIDRs whose X-Forwarded-For/-Proto are "
+        "believed ('*' = any); empty (default): X-Forwarded-* headers are ignored.",
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Close a connection whose request headers are not complete within this many"
+        " seconds (slow-loris defence).",
+    )
+    http_keepalive_s: float = Field(
+        default=5.0, gt=0, description="Close an idle keep-alive HTTP connection after this long."
+    )
+    operator_surfaces: Literal["auto", "open", "operator"] = Field(
+        default="auto",
+        description="Who may read /docs, /openapi.json, /metrics, /v1/network, /ui/api/node: "
+        "open (anyone), operator (the operator token), auto (operator on public networks).",
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="On SIGTERM, how long running jobs may finish before the process exits "
+        "anyway (even with a stuck engine).",
+    )
+    engine_stall_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="An engine with work but no progress for this long is reported stalled "
+        "(/health 503, heartbeats draining).",
+    )
+    grammar_budget_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Node: most seconds spent turning one request's JSON schema into a "
+        "grammar; longer is refused (400, param response_format).",
     )
 
     @field_validator("data_dir", mode="after")
@@ -206,6 +377,10 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    def uploaders(self) -> frozenset[str]:
+        """``model_uploaders`` as a set (usernames are case-insensitive)."""
+        return frozenset(u.strip().lower() for u in self.model_uploaders.split(",") if u.strip())
 
     def resolved_threads(self) -> tuple[int, int]:
         """(generation threads, batch threads) with 0 meaning 'all cores'."""

@@ -29,6 +29,7 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not_found"
     # size
     REQUEST_TOO_LARGE = "request_too_large"
+    REQUEST_TIMEOUT = "request_timeout"  # the client sent its body too slowly (408)
     # capacity and failures
     NO_CAPACITY = "no_capacity"
     NODE_FAILED = "node_failed"
@@ -48,6 +49,7 @@ class ErrorCode(enum.StrEnum):
     INVITE_INVALID = "invite_invalid"
     MEMBERSHIP_PENDING = "membership_pending"  # admitted by invite, awaiting approval
     MANIFEST_INVALID = "manifest_invalid"
+    IDENTITY_IN_USE = "identity_in_use"  # another process with this identity is connected
     # models and storage
     HASH_MISMATCH = "hash_mismatch"
     MODEL_SOURCE_INVALID = "model_source_invalid"
@@ -56,6 +58,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_CREDENTIALS = "invalid_credentials"
     CONFLICT = "conflict"
     RECEIPT_INVALID = "receipt_invalid"
+    AMOUNT_OUT_OF_RANGE = "amount_out_of_range"  # a ledger amount or token count too large
 
     @property
     def http_status(self) -> int:
@@ -94,6 +97,7 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.MODEL_NOT_FOUND: 404,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.REQUEST_TOO_LARGE: 413,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.NO_CAPACITY: 503,
     ErrorCode.NODE_FAILED: 502,
     ErrorCode.ENGINE_ERROR: 500,
@@ -111,12 +115,14 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVITE_INVALID: 403,
     ErrorCode.MEMBERSHIP_PENDING: 403,
     ErrorCode.MANIFEST_INVALID: 400,
+    ErrorCode.IDENTITY_IN_USE: 409,
     ErrorCode.HASH_MISMATCH: 400,
     ErrorCode.MODEL_SOURCE_INVALID: 400,
     ErrorCode.POLICY_FORBIDS: 403,
     ErrorCode.INVALID_CREDENTIALS: 401,
     ErrorCode.CONFLICT: 409,
     ErrorCode.RECEIPT_INVALID: 400,
+    ErrorCode.AMOUNT_OUT_OF_RANGE: 400,
 }
 
 

@@ -18,6 +18,7 @@ from lichen.identity.store import load_identity
 from lichen.metrics import NodeCollector
 from lichen.models import InstalledModel, ModelStore, Progress
 from lichen.node.agent import NodeAgent, NodeConfig
+from lichen.portcheck import ensure_port_free
 from lichen.privacy.node_side import node_privacy_options
 from lichen.roles.engine import install_model
 from lichen.roles.node_engine import start_node_engine
@@ -46,11 +47,14 @@ async def run_up(
     on_ready: Callable[[Ready], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    stop = stop or install_shutdown_signals()
-    identity = load_identity(settings.data_dir, node_name=settings.node_name or "")
+    stop = stop or install_shutdown_signals(settings.shutdown_grace_s)
+    # Before the model loads: a busy port is an error in a second, not after a minute.
+    await asyncio.to_thread(ensure_port_free, settings.host, settings.port)
     model = (
         await asyncio.to_thread(ensure_model, settings, progress) if settings.local_model else None
     )
+    # Keys only once the model is known: a typo in --model leaves no new identity behind.
+    identity = load_identity(settings.data_dir, node_name=settings.node_name or "")
     engine = await start_node_engine(settings, [model] if model is not None else [])
     try:
         async with tracker_stack(settings, identity) as stack:
@@ -59,12 +63,14 @@ async def run_up(
                 engine,
                 NodeConfig(
                     tracker_url=stack.local_node_url,
+                    tls=stack.local_tls,
                     name=settings.node_name or "local",
                     network_key=identity.network_public,
                     **node_privacy_options(settings),
                 ),
             )
             stack.metrics.register(NodeCollector(agent.runner, engine))
+            stack.health_checks.append(lambda: "engine_stalled" if engine.load().stalled else None)
             agent_task = asyncio.create_task(agent.run(), name="node-agent")
             try:
                 if not await stack.tracker.wait_for_nodes(1, timeout=30):
@@ -76,7 +82,7 @@ async def run_up(
                     on_ready(Ready(url=stack.url, model=served, peer_id=identity.peer_id))
                 await stop.wait()
                 log.info("shutting down: draining the node")
-                await agent.drain(timeout=30)
+                await agent.drain(timeout=settings.shutdown_grace_s)
             finally:
                 await agent.stop()
                 await asyncio.gather(agent_task, return_exceptions=True)

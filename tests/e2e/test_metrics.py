@@ -160,7 +160,17 @@ def test_standalone_tracker_and_node_expose_their_metrics(module_harness: Harnes
     h = module_harness
     tracker = h.start(
         "tracker",
-        ["tracker", "--public", "--port", "{port}", "--data-dir", "{data_dir}"],
+        # public networks gate /metrics by default; this test reads it without the token
+        [
+            "tracker",
+            "--public",
+            "--operator-surfaces",
+            "open",
+            "--port",
+            "{port}",
+            "--data-dir",
+            "{data_dir}",
+        ],
         ready=HttpReady("/metrics"),  # /health is 503 until a node serves a model
     )
     assert tracker.data_dir is not None

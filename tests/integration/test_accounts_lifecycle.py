@@ -159,7 +159,7 @@ async def test_export_holds_the_accounts_data_and_nothing_of_others(
     credits = (await http.get("/v1/account/credits")).json()
     assert credits["ledger_account"] == alice_ledger
     assert [(h["kind"], h["amount"] > 0) for h in credits["history"]] == [
-        ("settle", False),
+        ("hold", False),  # paid into escrow until the audit window closes
         ("grant", True),
     ]
     assert credits["balance"] == 5_000 + sum(h["amount"] for h in credits["history"][:1])
@@ -172,7 +172,7 @@ async def test_export_holds_the_accounts_data_and_nothing_of_others(
     assert [k["prefix"] for k in data["api_keys"]] == [alice_key[:11] + "…"]
     assert sum(u["requests"] for u in data["usage"]) == 1
     assert data["credits"]["balance"] < 5_000
-    assert [e["kind"] for e in data["credits"]["history"]] == ["settle", "grant"]
+    assert [e["kind"] for e in data["credits"]["history"]] == ["hold", "grant"]
     text = json.dumps(data)
     for foreign in ("bob", bob["account"]["id"], bob_key[:11], "welcome bob", alice_key):
         assert foreign not in text, foreign

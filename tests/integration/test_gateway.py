@@ -222,7 +222,7 @@ async def test_malformed_json_is_400(
         (CHAT, chat_body(top_p=0), "top_p"),
         (CHAT, chat_body(max_tokens=0), "max_tokens"),
         (CHAT, chat_body(max_completion_tokens=-1), "max_completion_tokens"),
-        (CHAT, chat_body(n=2), "n"),
+        (CHAT, chat_body(n=99), "n"),
         (CHAT, chat_body(stop=["a", "b", "c", "d", "e"]), "stop"),
         (CHAT, chat_body(messages=[]), "messages"),
         (CHAT, chat_body(messages="hi"), "messages"),

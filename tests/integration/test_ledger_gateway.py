@@ -13,11 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes import MODEL, FakeEngine, eventually, sse_payloads
+from fakes import ANSWER, MODEL, FakeEngine, eventually, sse_payloads
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounts_kit import PASSWORD
+from hostile_node import HostileNode, Script, model_info
+from ledger_kit import write_vocab_gguf
 from lichen.accounts.passwords import fast_passwords
 from lichen.config import Settings
 from lichen.gateway.accounting import Accounting
@@ -26,7 +28,9 @@ from lichen.gateway.completions import CompletionService
 from lichen.identity.signing import generate_key
 from lichen.identity.store import KEYS_DIR, Identity, load_identity
 from lichen.ledger import ISSUANCE, cost, owner_account
+from lichen.ledger.charge import tolerance
 from lichen.ledger.receipts import ReceiptSigner
+from lichen.ledger.tokens import TokenCounter
 from lichen.ledger.verify import verify_ledger
 from lichen.node.agent import NodeAgent, NodeConfig
 from lichen.routing.router import Router
@@ -137,6 +141,10 @@ async def _user_with_key(net: Network, name: str = "alice") -> tuple[str, dict[s
     return f"user:{body['account']['id']}", {"authorization": f"Bearer {created.json()['key']}"}
 
 
+def _after_window(net: Network) -> int:
+    return int(time.time() * 1000) + net.settings.audit_window_s * 1000 + 1
+
+
 async def _count(db: AsyncEngine, table: Any) -> int:
     async with db.connect() as conn:
         return int(await conn.scalar(select(func.count()).select_from(table)) or 0)
@@ -164,7 +172,9 @@ async def test_answers_are_paid_from_the_consumer_to_the_nodes_owner(net: Networ
     price = cost(MODEL, Usage(usage["prompt_tokens"], usage["completion_tokens"]))
     assert price > 0
     assert await net.acc.ledger.balance(account) == 1_000_000 - price
-    assert await net.acc.ledger.balance(net.owner) == price
+    # Paid into escrow: pending until the audit window closes.
+    assert await net.acc.ledger.balance(net.owner) == 0
+    assert await net.acc.ledger.pending(net.owner) == price
     assert await net.acc.ledger.circulating() == 1_000_000
     async with net.db.connect() as conn:
         row = (await conn.execute(select(LedgerReceiptRow))).one()
@@ -175,6 +185,8 @@ async def test_answers_are_paid_from_the_consumer_to_the_nodes_owner(net: Networ
     )
     assert streamed.status_code == 200
     assert sse_payloads(streamed.text)
+    assert await net.acc.ledger.pending(net.owner) == 2 * price
+    assert await net.acc.ledger.release_due(_after_window(net)) == 2 * price
     assert await net.acc.ledger.balance(net.owner) == 2 * price
     report = await verify_ledger(net.db, [net.identity.network_public])
     assert report.ok and report.receipts == 2
@@ -220,3 +232,142 @@ async def test_a_node_that_forges_receipts_is_not_paid(net: Network) -> None:
     assert await _count(net.db, LedgerReceiptRow) == 0
     assert net.acc.reputation.score(node.peer_id) < before
     assert await net.acc.ledger.balance(ISSUANCE) == -1_000_000
+
+
+# --- honest accounting against lying nodes (issues 10 and 11) ---------------------------
+
+
+async def _hostile(net: Network, script: Script, *, context: int = 0) -> HostileNode:
+    node = HostileNode(
+        net.root / "evil",
+        owner_dir=net.root / "tracker",
+        url=f"ws://127.0.0.1:{net.port}{NODE_PATH}",
+        network_public=net.identity.network_public,
+        models=[model_info(context=context)],
+        script=script,
+    )
+    await node.connect()
+    await eventually(lambda: net.tracker.registry.get(node.peer_id) is not None)
+    return node
+
+
+def _count_with_tiny_vocab(net: Network) -> None:
+    """The gateway holds a tokenizer for MODEL: "Hello" "," " world" "." are 4 tokens."""
+    vocab = write_vocab_gguf(net.root / "vocab.gguf", ["Hello", " world"])
+    net.acc.guard.meter.tokens = TokenCounter({MODEL: vocab}.get)
+
+
+async def test_an_inflated_receipt_is_charged_only_what_was_streamed(
+    net: Network, caplog: pytest.LogCaptureFixture
+) -> None:
+    _count_with_tiny_vocab(net)
+    inflated = Usage(5, 2_000_000_000)  # signed; the wire's largest count is 2**31 - 1
+    node = await _hostile(net, Script(receipt_usage=inflated))
+    try:
+        account, auth = await _user_with_key(net)
+        await net.acc.ledger.grant(account, 10**9, reason="test")
+        for stream in (False, True):
+            body = CHAT | {"stream": stream}
+            response = await net.client.post("/v1/chat/completions", json=body, headers=auth)
+            assert response.status_code == 200, response.text
+        expected = 2 * cost(MODEL, Usage(5, 4))  # counted: 4 completion tokens each
+        assert await net.acc.ledger.balance(account) == 10**9 - expected
+        assert await net.acc.ledger.pending_for_node(node.peer_id) == expected
+        daily = await net.acc.usage.daily(account.removeprefix("user:"))
+        assert sum(d.completion_tokens for d in daily) == 8
+        evidence = [r.getMessage() for r in caplog.records if "token claim clamped" in r.message]
+        assert len(evidence) == 2 and node.peer_id in evidence[0]
+        assert "claimed 5+2000000000" in evidence[0] and "counted 4" in evidence[0]
+        report = await verify_ledger(net.db, [net.identity.network_public])
+        assert report.ok, report.problems
+    finally:
+        await node.close()
+
+
+async def test_without_a_tokenizer_the_claim_is_bounded_by_what_was_streamed(
+    net: Network,
+) -> None:
+    node = await _hostile(net, Script(receipt_usage=Usage(5, 2_000_000_000)))
+    try:
+        account, auth = await _user_with_key(net)
+        await net.acc.ledger.grant(account, 10**9, reason="test")
+        response = await net.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        assert response.status_code == 200, response.text
+        streamed = len(b"Hello, world.")
+        bound = cost(MODEL, Usage(5, streamed + tolerance(streamed)))
+        assert await net.acc.ledger.balance(account) == 10**9 - bound
+    finally:
+        await node.close()
+
+
+async def test_inflated_prompt_tokens_are_bounded_by_the_models_context(net: Network) -> None:
+    _count_with_tiny_vocab(net)
+    node = await _hostile(net, Script(receipt_usage=Usage(1_000_000, 4)), context=512)
+    try:
+        account, auth = await _user_with_key(net)
+        await net.acc.ledger.grant(account, 10**9, reason="test")
+        response = await net.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        assert response.status_code == 200, response.text
+        assert await net.acc.ledger.balance(account) == 10**9 - cost(MODEL, Usage(512 - 4, 4))
+    finally:
+        await node.close()
+
+
+async def test_a_receipt_claiming_10_to_the_12_tokens_is_refused_and_costs_nothing(
+    net: Network,
+) -> None:
+    """The observed attack: a signed receipt for 10**12 tokens after streaming a few."""
+    node = await _hostile(net, Script(receipt_usage=Usage(5, 10**12)))
+    try:
+        account, auth = await _user_with_key(net)
+        await net.acc.ledger.grant(account, 10**9, reason="test")
+        before = net.acc.reputation.score(node.peer_id)
+        response = await net.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        assert response.status_code == 200
+        assert await net.acc.ledger.balance(account) == 10**9
+        assert await _count(net.db, LedgerReceiptRow) == 0
+        assert net.acc.reputation.score(node.peer_id) < before
+        report = await verify_ledger(net.db, [net.identity.network_public])
+        assert report.ok and report.entries == 1  # the grant only
+    finally:
+        await node.close()
+
+
+async def test_a_failed_audit_forfeits_the_nodes_escrow_to_its_payers(net: Network) -> None:
+    await net.add_node("n1")
+    node = net.agents[0][0]
+    account, auth = await _user_with_key(net)
+    await net.acc.ledger.grant(account, 1_000_000, reason="test")
+    for _ in range(3):
+        response = await net.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        assert response.status_code == 200
+    peer = node.identity.peer_id
+    held = await net.acc.ledger.pending_for_node(peer)
+    assert held > 0 and await net.acc.ledger.balance(account) == 1_000_000 - held
+    assert await net.acc.ledger.forfeit_pending(peer, reason="audit failed") == held
+    assert await net.acc.ledger.balance(account) == 1_000_000
+    assert await net.acc.ledger.release_due(_after_window(net)) == 0
+    assert await net.acc.ledger.balance(net.owner) == 0
+    assert (await verify_ledger(net.db, [net.identity.network_public])).ok
+
+
+async def test_a_stream_read_to_the_end_and_dropped_before_done_is_charged(
+    net: Network,
+) -> None:
+    await net.add_node("n1")
+    account, auth = await _user_with_key(net)
+    await net.acc.ledger.grant(account, 1_000_000, reason="test")
+    body = CHAT | {"stream": True}
+    async with net.client.stream("POST", "/v1/chat/completions", json=body, headers=auth) as r:
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            if '"finish_reason":"stop"' in line.replace(" ", ""):
+                break  # everything read; leave before [DONE]
+    # The server settles as the stream closes, shielded from the client's departure.
+    for _ in range(250):
+        if await net.acc.ledger.balance(account) < 1_000_000:
+            break
+        await asyncio.sleep(0.02)
+    assert await net.acc.ledger.balance(account) < 1_000_000
+    daily = await net.acc.usage.daily(account.removeprefix("user:"))
+    assert sum(d.completion_tokens for d in daily) == len(ANSWER)

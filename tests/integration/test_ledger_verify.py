@@ -10,6 +10,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
@@ -206,3 +207,28 @@ def test_the_cli_grants_and_shows_credits(
     for bad in (["1", "--reason", " "], ["-1", "--reason", "x"], ["0.0000001", "--reason", "x"]):
         code, out = _cli(operator, lichen_db_url, *grant, *bad)
         assert code != 0, bad
+
+
+async def _hold_for(url: str, key: Ed25519PrivateKey, consumer: str, node: NodeKeys) -> int:
+    engine = create_engine(url)
+    try:
+        ledger = Ledger(engine, key, audit_window_ms=600_000)
+        await ledger.grant(consumer, 10_000, reason="test")
+        return (await ledger.settle(Claim(receipt=node.receipt(), consumer=consumer))).amount
+    finally:
+        await engine.dispose()
+
+
+def test_the_cli_shows_pending_and_available_credits(
+    lichen_db_url: str, identity: Identity, tmp_path: Path
+) -> None:
+    operator, node, consumer = tmp_path / "operator", NodeKeys(), user_account(uuid.uuid4().hex)
+    held = asyncio.run(_hold_for(lichen_db_url, identity.network_key, consumer, node))
+    code, out = _cli(operator, lichen_db_url, "credits", "show", node.owner, "--json")
+    assert code == 0, out
+    shown = json.loads(out)
+    assert (shown["available"], shown["pending"]) == (0, held)
+    code, out = _cli(operator, lichen_db_url, "credits", node.owner)
+    assert f"pending    {held / 1e6:.6f}" in out and "available  0.000000" in out
+    code, out = _cli(operator, lichen_db_url, "ledger", "verify")
+    assert code == 0, out

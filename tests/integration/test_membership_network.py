@@ -23,6 +23,7 @@ from websockets.asyncio.client import connect
 from lichen.config import Settings
 from lichen.errors import ErrorCode, LichenError
 from lichen.gateway.completions import NODE_HEADER
+from lichen.gateway.operator import operator_headers
 from lichen.identity.certs import issue_device_certificate
 from lichen.identity.invites import create_invite, parse_invite
 from lichen.identity.signing import generate_key, public_raw
@@ -56,7 +57,12 @@ class Net:
         self.root = root
         self.stack = stack
         self.agents: list[tuple[NodeAgent, asyncio.Task[None]]] = []
-        self.client = httpx.AsyncClient(base_url=stack.url, timeout=30.0, trust_env=False)
+        self.client = httpx.AsyncClient(
+            base_url=stack.url,
+            timeout=30.0,
+            trust_env=False,
+            headers=operator_headers(stack.settings.data_dir),  # /v1/network on public networks
+        )
 
     @property
     def registry(self) -> Any:

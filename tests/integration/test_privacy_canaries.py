@@ -244,10 +244,19 @@ async def test_per_user_deletion_over_http(tmp_path: Path) -> None:
         node.engine.answer_with(answer_tokens(mine))
         body = _body("chat", mine, False, False)
         auth = {"authorization": "Bearer key-of-alice"}
-        assert (await net.client.post("/v1/chat/completions", json=body, headers=auth)).is_success
+        answer = await net.client.post("/v1/chat/completions", json=body, headers=auth)
+        assert answer.is_success
         await _ask(net, node.engine, theirs, "chat", False)
         assert (await net.client.delete("/privacy/data")).status_code == 401
-        deleted = await net.client.delete("/privacy/data", headers=auth)
+        # An unverified bearer (an OpenAI client's placeholder, shared by many anonymous
+        # users) selects nothing to delete (issue 10); the exchange's own token does.
+        assert (await net.client.delete("/privacy/data", headers=auth)).status_code == 401
+        assert mine.tag in repr(net.rows()["prompt_log"])
+        token = {
+            "x-lichen-request-id": answer.headers["x-lichen-request-id"],
+            "x-lichen-deletion-token": answer.headers["x-lichen-deletion-token"],
+        }
+        deleted = await net.client.delete("/privacy/data", headers=token)
         assert deleted.json() == {"deleted": 1}
         rows = repr(net.rows()["prompt_log"])
         assert mine.tag not in rows and theirs.tag in rows

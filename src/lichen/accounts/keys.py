@@ -102,12 +102,26 @@ class ApiKeyService:
         self._clock = clock
 
     async def create(
-        self, account_id: str, *, name: str, scopes: list[str] | tuple[str, ...]
+        self,
+        account_id: str,
+        *,
+        name: str,
+        scopes: list[str] | tuple[str, ...],
+        granted: frozenset[str] | None = None,
     ) -> NewApiKey:
+        """A new key. ``granted``: the scopes of the credential asking for it (a key can
+        mint keys with its own scopes at most, never broader ones)."""
         name = name.strip() or "key"
         if len(name) > NAME_MAX:
             raise LichenError(ErrorCode.INVALID_REQUEST, "key name is too long", param="name")
         wanted = check_scopes(scopes)
+        if granted is not None and not set(wanted) <= granted:
+            raise LichenError(
+                ErrorCode.FORBIDDEN,
+                "a key can only create keys with scopes it has itself: "
+                f"{', '.join(sorted(set(wanted) - granted))} not allowed",
+                param="scopes",
+            )
         secret, prefix = new_api_key()
         key = ApiKey(
             id=uuid.uuid4().hex,

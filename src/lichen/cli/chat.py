@@ -123,6 +123,8 @@ def run_chat(session: ChatSession, stdin: TextIO, stdout: TextIO, err: TextIO) -
                 print("you> ", end="", file=err, flush=True)
             line = stdin.readline()
             if not line:
+                if interactive:
+                    print(file=err)  # Ctrl-D: leave the shell's prompt on a line of its own
                 break
             text = line.strip()
             if not text:

@@ -80,6 +80,7 @@ async def _show(settings: Settings, account: str | None, limit: int, as_json: bo
         # Reading needs no key; a throwaway one keeps Ledger's signature simple.
         ledger = Ledger(engine, Ed25519PrivateKey.generate())
         balance = await ledger.balance(name)
+        pending = await ledger.pending(name)
         history = await ledger.history(name, limit=limit)
     finally:
         await engine.dispose()
@@ -95,10 +96,15 @@ async def _show(settings: Settings, account: str | None, limit: int, as_json: bo
         for e in history
     ]
     if as_json:
-        typer.echo(json.dumps({"account": name, "balance": balance, "history": rows}, indent=2))
+        shown = {"account": name, "balance": balance, "available": balance, "pending": pending}
+        typer.echo(json.dumps(shown | {"history": rows}, indent=2))
         return
     typer.echo(f"account  {name}")
     typer.echo(f"balance  {format_credits(balance)} credits ({balance} micro-credits)")
+    typer.echo(f"  available  {format_credits(balance)}")
+    typer.echo(
+        f"  pending    {format_credits(pending)} (in escrow until the jobs' audit windows close)"
+    )
     if not rows:
         typer.echo("history  (none)")
         return
@@ -108,7 +114,7 @@ async def _show(settings: Settings, account: str | None, limit: int, as_json: bo
         sign = "+" if amount >= 0 else "-"
         memo = f"  {row['memo']}" if row["memo"] else ""
         typer.echo(
-            f"  #{row['seq']:<6} {_when(row['recorded_ms'])}  {row['kind']:<6} "
+            f"  #{row['seq']:<6} {_when(row['recorded_ms'])}  {row['kind']:<7} "
             f"{sign}{format_credits(abs(amount))}  {row['counterparty']}{memo}"
         )
 
@@ -123,7 +129,8 @@ def show_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     data_dir: TrackerDataDir = None,
 ) -> None:
-    """Balance and history of ACCOUNT (default: the owner of this machine's node)."""
+    """Balance (available, and pending in escrow) and history of ACCOUNT (default: the
+    owner of this machine's node)."""
     asyncio.run(_show(operator_settings(data_dir), account, limit, as_json))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -49,6 +50,48 @@ def engine_overrides(
         "upstream_key_secret": upstream_key_secret,
         "local_model": local_model,
         "embeddings": embeddings,
+    }
+
+
+TlsCertOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-certfile", help="Serve HTTPS/WSS with this PEM certificate (nodes dial wss://)."
+    ),
+]
+TlsKeyOption = Annotated[
+    Path | None, typer.Option("--tls-keyfile", help="PEM private key for --tls-certfile.")
+]
+ForwardedAllowOption = Annotated[
+    str | None,
+    typer.Option(
+        "--forwarded-allow-ips",
+        help="Proxies (IPs/CIDRs, comma-separated) whose X-Forwarded-For is believed; "
+        "default: none, the headers are ignored.",
+    ),
+]
+OperatorSurfacesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--operator-surfaces",
+        help="open, operator or auto: who may read /docs, /metrics, /v1/network "
+        "(auto: operator token on public networks).",
+    ),
+]
+
+
+def serving_overrides(
+    tls_certfile: Path | None,
+    tls_keyfile: Path | None,
+    forwarded_allow_ips: str | None,
+    operator_surfaces: str | None,
+) -> dict[str, Any]:
+    """Settings overrides for how the HTTP server faces the network."""
+    return {
+        "tls_certfile": tls_certfile,
+        "tls_keyfile": tls_keyfile,
+        "forwarded_allow_ips": forwarded_allow_ips,
+        "operator_surfaces": operator_surfaces,
     }
 
 

@@ -8,7 +8,10 @@ database, which enforces them. The token itself is printed once and not stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shlex
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -97,7 +100,18 @@ def create_command(
         f"{until(invite.expires_ms)}, tracker {tracker_url}",
         highlight=False,
     )
-    err.print("join with:  lichen node --join TOKEN", highlight=False)
+    err.print(
+        "join with the token printed below (every node needs its own --data-dir: one shared "
+        "with the tracker or another node has the same identity, and the tracker refuses "
+        "the second):",
+        highlight=False,
+    )
+    err.print(
+        f"  lichen node --data-dir {node_data_dir(settings.data_dir, invite.invite_id)} "
+        "--join TOKEN",
+        highlight=False,
+        soft_wrap=True,  # one line however wide: it is copied whole
+    )
     if urlsplit(tracker_url).hostname in ("127.0.0.1", "localhost", "::1"):
         err.print(
             "note: the token points at a loopback address, which only nodes on this machine "
@@ -105,6 +119,15 @@ def create_command(
             highlight=False,
         )
     typer.echo(token)
+
+
+def node_data_dir(tracker_dir: Path, invite_id: str) -> str:
+    """A data dir for the invited node that differs from the tracker's (``~`` kept short)."""
+    path = tracker_dir.expanduser().with_name(f"{tracker_dir.name}-node-{invite_id[:6]}")
+    home = Path.home()
+    with contextlib.suppress(ValueError):
+        return "~/" + shlex.quote(str(path.relative_to(home)))
+    return shlex.quote(str(path))
 
 
 @app.command("list")

@@ -7,10 +7,14 @@ import typer
 from lichen import __version__
 from lichen.cli import credits as credits_cli
 from lichen.cli import invite, models, network, policy, privacy, secret
+from lichen.cli import operator as operator_cli
 from lichen.cli.chat import chat_command
+from lichen.cli.help_format import install as install_help_format
 from lichen.cli.node import node_command
 from lichen.cli.tracker import tracker_command
 from lichen.cli.up import up_command
+
+install_help_format()  # no "<bool>" after flags in --help
 
 app = typer.Typer(
     name="lichen",
@@ -31,6 +35,7 @@ app.add_typer(privacy.app, name="privacy")
 app.command("chat")(chat_command)
 app.add_typer(credits_cli.app, name="credits")
 app.add_typer(credits_cli.ledger_app, name="ledger")
+app.add_typer(operator_cli.app, name="operator")
 
 
 @app.command("version")

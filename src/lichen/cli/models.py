@@ -18,7 +18,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.progress import Progress as RichBar
-from rich.table import Table
+from rich.table import Column, Table
 
 from lichen.config import load_settings
 from lichen.errors import LichenError
@@ -49,9 +49,13 @@ class RichProgress:
 
     def start(self, total: int | None, description: str) -> None:
         self.finish()
+        # Fits 80 columns: a long file name is cut short, the bar is narrower than rich's.
         self._bar = RichBar(
-            TextColumn("{task.description}"),
-            BarColumn(),
+            TextColumn(
+                "{task.description}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", max_width=28),
+            ),
+            BarColumn(bar_width=16),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
@@ -148,11 +152,24 @@ def list_command(
     if not models:
         err.print(f"No models installed. Run `lichen models pull` to fetch {DEFAULT_MODEL}.")
         return
-    table = Table("NAME", "SIZE", "SHA256", "SOURCE", "PATH", box=None)
+    # Fits 80 columns: source and path share the last column and wrap there, never cut.
+    table = Table(box=None)
+    table.add_column("NAME", overflow="fold")
+    table.add_column("SIZE", justify="right", no_wrap=True)
+    table.add_column("SHA256", no_wrap=True)
+    table.add_column("SOURCE / PATH", overflow="fold")
     for m in models:
-        path = f"{m.path} (linked)" if m.linked else str(m.path)
-        table.add_row(m.name, _size(m.size), m.sha256[:12], escape(m.source), escape(path))
+        path = _home_short(m.path) + (" (linked)" if m.linked else "")
+        table.add_row(m.name, _size(m.size), m.sha256[:12], escape(f"{m.source}\n{path}"))
     Console().print(table)
+
+
+def _home_short(path: Path) -> str:
+    """``~/...`` for a path under the home directory (shorter in a narrow table)."""
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
 
 
 @app.command("rm")
@@ -184,3 +201,7 @@ def _as_json(model: InstalledModel) -> dict[str, object]:
         "linked": model.linked,
         "added_ms": model.added_ms,
     }
+
+
+# The network catalog's operator commands (add, catalog, delete) register on this app.
+from lichen.cli import models_catalog  # noqa: E402,F401

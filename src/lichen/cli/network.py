@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -18,12 +19,17 @@ from rich.console import Console
 from rich.table import Table
 
 from lichen.cli._operator import TrackerDataDir, ago, fail, membership, operator_settings
+from lichen.cli.audits import audits_command
 from lichen.config import Settings
 from lichen.errors import LichenError
+from lichen.gateway.operator import operator_headers
 from lichen.identity.store import now_ms
 from lichen.roles.tracker import read_tracker_info
+from lichen.server import pinned_tls
 from lichen.storage.membership import MemberRecord, MemberStatus
 from lichen.tracker.api import NETWORK_PATH
+
+PEER_PREFIX = 11  # "lp-" and 8 characters: unique in practice, and accepted as a prefix
 
 app = typer.Typer(help="Show the network; approve or revoke nodes.", no_args_is_help=True)
 
@@ -34,7 +40,13 @@ def live_view(settings: Settings) -> dict[str, Any] | None:
     if info is None:
         return None
     try:
-        response = httpx.get(info.url + NETWORK_PATH, timeout=3.0, trust_env=False)
+        response = httpx.get(
+            info.url + NETWORK_PATH,
+            timeout=3.0,
+            trust_env=False,
+            headers=operator_headers(settings.data_dir),  # operator surfaces may be gated
+            verify=pinned_tls(Path(info.tls_certfile)) if info.tls_certfile else True,
+        )
         response.raise_for_status()
         body: dict[str, Any] = response.json()
     except (httpx.HTTPError, ValueError):
@@ -74,41 +86,58 @@ def show_command(
         )
         return
     console = Console()
-    now = now_ms()
-    connected = {n["peer_id"]: n for n in (live or {}).get("nodes", [])}
-    table = Table(box=None)
-    table.add_column("PEER", no_wrap=True)  # ids are copied into approve/revoke: never cut
-    for header in ("NAME", "TRUST", "STATUS", "CONNECTED", "LAST SEEN"):
-        table.add_column(header)
-    for m in members:
-        online = "yes" if m.peer_id in connected else "no"
-        table.add_row(m.peer_id, m.name or "-", m.trust, m.status, online, ago(m.last_seen_ms, now))
     console.print("[bold]Members[/bold]" if members else "No members yet.")
+    connected = {n["peer_id"]: n for n in (live or {}).get("nodes", [])}
     if members:
-        console.print(table)
+        console.print(members_table(members, connected, now_ms()))
     if live is None:
         console.print("Tracker not running here: no live state.")
         return
-    nodes = Table(box=None)
-    nodes.add_column("NAME")
-    nodes.add_column("PEER", no_wrap=True)
-    for header in ("STATE", "MODELS", "FREE", "QUEUE", "TOK/S", "JOBS"):
-        nodes.add_column(header)
-    for n in live["nodes"]:
-        nodes.add_row(
+    console.print(f"[bold]Connected nodes[/bold] ({live['nodes_total']})")
+    console.print(nodes_table(live["nodes"]))
+    served = ", ".join(f"{name} ({count})" for name, count in sorted(live["models"].items()))
+    console.print(f"[bold]Models[/bold]: {served or 'none'}")
+
+
+def members_table(
+    members: list[MemberRecord], connected: dict[str, dict[str, Any]], now: int
+) -> Table:
+    """Members in 80 columns: the full peer id (copied into approve/revoke), never cut."""
+    table = Table(box=None, pad_edge=False)
+    table.add_column("PEER", no_wrap=True)
+    table.add_column("NAME", overflow="fold")
+    for header in ("TRUST", "STATUS", "LAST SEEN"):
+        table.add_column(header, no_wrap=True)
+    for m in members:
+        live = connected.get(m.peer_id)
+        name = m.name or (live["name"] if live is not None else "") or "-"
+        # The database notes a member when it connects; a connected one is seen right now.
+        seen = "connected" if live is not None else ago(m.last_seen_ms, now)
+        table.add_row(m.peer_id, name, m.trust, m.status, seen)
+    return table
+
+
+def nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    """Connected nodes in 80 columns: a peer id prefix (``approve``/``revoke`` accept one)."""
+    table = Table(box=None, pad_edge=False)
+    table.add_column("NAME", overflow="fold")
+    table.add_column("PEER", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("MODELS", overflow="fold")
+    for header in ("FREE", "QUEUED", "TOK/S", "JOBS"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for n in nodes:
+        table.add_row(
             n["name"],
-            n["peer_id"],
+            n["peer_id"][:PEER_PREFIX],
             n["state"],
-            ", ".join(m["name"] for m in n["models"]),
+            "\n".join(m["name"] for m in n["models"]),  # one a line: wraps between names
             str(n["free_slots"]),
             str(n["queue_depth"]),
             f"{n['tokens_per_s']:.1f}",
             str(n["inflight"]),
         )
-    console.print(f"[bold]Connected nodes[/bold] ({live['nodes_total']})")
-    console.print(nodes)
-    served = ", ".join(f"{name} ({count})" for name, count in sorted(live["models"].items()))
-    console.print(f"[bold]Models[/bold]: {served or 'none'}")
+    return table
 
 
 def _set_status(data_dir: Any, peer: str, status: MemberStatus) -> MemberRecord:
@@ -144,3 +173,6 @@ def revoke_command(
     """Revoke a node: a running tracker disconnects it at once and refuses it from now on."""
     member = _set_status(data_dir, peer, "revoked")
     typer.echo(f"revoked {member.peer_id} ({member.name or 'unnamed'})")
+
+
+app.command("audits")(audits_command)  # lichen network audits [PEER] (lichen.cli.audits)

@@ -60,6 +60,12 @@ def node_command(
             help="Never join a network with this policy (repeat; e.g. open, dataset, unsigned).",
         ),
     ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca", help="Also trust this PEM CA for the tracker's wss:// certificate."
+        ),
+    ] = None,
     telemetry: Annotated[
         bool | None,
         typer.Option(
@@ -83,12 +89,15 @@ def node_command(
         **engine_overrides(upstream, upstream_key_secret, local_model, embeddings),
         refuse_policies=",".join(refuse_policy) if refuse_policy else None,
         telemetry=telemetry,
+        tls_ca_file=tls_ca,
     )
 
     def ready(info: NodeReady) -> None:
         console.print(
-            f"[bold green]Lichen node[/bold green] {info.name} ({info.peer_id}) serving "
-            f"{', '.join(info.models)}\n  joining {info.tracker_url}\n  Ctrl-C to stop.",
+            f"[bold green]Lichen node[/bold green] {info.name} ({info.peer_id}) loaded "
+            f"{', '.join(info.models) or 'no models'}\n  joining {info.tracker_url} (it serves "
+            "once the tracker admits it; a private network's operator approves it first)"
+            "\n  Ctrl-C to stop.",
             highlight=False,
         )
 

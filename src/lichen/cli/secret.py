@@ -75,6 +75,8 @@ def list_command(data_dir: DataDirOption = None) -> None:
         names = _store(data_dir).names()
     except LichenError as error:
         raise _fail(error.message) from None
+    if not names:
+        typer.echo("No secrets yet. Add one with `lichen secret set NAME`.", err=True)
     for name in names:
         typer.echo(name)
 

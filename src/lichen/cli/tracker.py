@@ -8,9 +8,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from lichen.cli.engine_options import LogLevelOption, settings_or_exit
+from lichen.cli.engine_options import (
+    ForwardedAllowOption,
+    LogLevelOption,
+    OperatorSurfacesOption,
+    TlsCertOption,
+    TlsKeyOption,
+    serving_overrides,
+    settings_or_exit,
+)
 from lichen.errors import LichenError
 from lichen.identity.store import load_identity
+from lichen.portcheck import ensure_port_free
 from lichen.roles.runtime import run
 from lichen.roles.tracker import TrackerStack, tracker_stack
 from lichen.server import install_shutdown_signals
@@ -37,6 +46,10 @@ def tracker_command(
         Path | None, typer.Option(help="Data directory (default ~/.local/share/lichen).")
     ] = None,
     log_level: LogLevelOption = None,
+    tls_certfile: TlsCertOption = None,
+    tls_keyfile: TlsKeyOption = None,
+    forwarded_allow_ips: ForwardedAllowOption = None,
+    operator_surfaces: OperatorSurfacesOption = None,
 ) -> None:
     """Run a tracker: membership, the live node registry, scheduling, and the gateway."""
     console = Console(stderr=True)
@@ -48,10 +61,12 @@ def tracker_command(
         public_url=public_url,
         data_dir=data_dir,
         log_level=log_level,
+        **serving_overrides(tls_certfile, tls_keyfile, forwarded_allow_ips, operator_surfaces),
     )
 
     async def serve() -> None:
-        stop = install_shutdown_signals()
+        stop = install_shutdown_signals(settings.shutdown_grace_s)
+        ensure_port_free(settings.host, settings.port)  # names --port (or a running Lichen)
         identity = load_identity(settings.data_dir)
         async with tracker_stack(settings, identity, gateway=not no_gateway) as stack:
             _ready(console, stack, gateway=not no_gateway)
@@ -65,6 +80,8 @@ def tracker_command(
     except OSError as exc:
         console.print(
             f"[red]error:[/red] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            f" (choose another port with --port)",
+            highlight=False,
         )
         raise typer.Exit(1) from None
 

@@ -13,13 +13,18 @@ from lichen.cli.engine_options import (
     BatchThreadsOption,
     CtxSizeOption,
     EmbeddingsOption,
+    ForwardedAllowOption,
     LocalModelOption,
     LogLevelOption,
+    OperatorSurfacesOption,
     ParallelOption,
     ThreadsOption,
+    TlsCertOption,
+    TlsKeyOption,
     UpstreamKeyOption,
     UpstreamOption,
     engine_overrides,
+    serving_overrides,
     settings_or_exit,
 )
 from lichen.cli.models import RichProgress
@@ -45,6 +50,10 @@ def up_command(
     upstream_key_secret: UpstreamKeyOption = None,
     local_model: LocalModelOption = None,
     embeddings: EmbeddingsOption = None,
+    tls_certfile: TlsCertOption = None,
+    tls_keyfile: TlsKeyOption = None,
+    forwarded_allow_ips: ForwardedAllowOption = None,
+    operator_surfaces: OperatorSurfacesOption = None,
 ) -> None:
     """Run tracker + gateway + one node serving the default model, in one process."""
     console = Console(stderr=True)
@@ -60,6 +69,7 @@ def up_command(
         ctx_size=ctx_size,
         log_level=log_level,
         **engine_overrides(upstream, upstream_key_secret, local_model, embeddings),
+        **serving_overrides(tls_certfile, tls_keyfile, forwarded_allow_ips, operator_surfaces),
     )
 
     def ready(info: Ready) -> None:
@@ -79,5 +89,7 @@ def up_command(
     except OSError as exc:
         console.print(
             f"[red]error:[/red] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            f" (choose another port with --port)",
+            highlight=False,
         )
         raise typer.Exit(1) from None

@@ -22,6 +22,7 @@ class Delta:
     text: str
     tokens: int = 1
     tool_calls: str = ""  # OpenAI delta ``tool_calls`` array as JSON text, "" when none
+    logprobs: str = ""  # OpenAI ``logprobs.content`` entries of this delta as JSON text
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class EngineLoad:
     free_slots: int
     queue_depth: int
     tokens_per_s: float
+    stalled: bool = False  # work waiting but no progress for a while (the loop is stuck)
 
 
 @runtime_checkable

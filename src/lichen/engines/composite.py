@@ -73,6 +73,7 @@ class CompositeEngine:
             free_slots=sum(load.free_slots for load in loads),
             queue_depth=sum(load.queue_depth for load in loads),
             tokens_per_s=min(busy) if busy else 0.0,
+            stalled=any(load.stalled for load in loads),
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[EngineEvent, None]:

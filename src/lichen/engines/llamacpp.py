@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from lichen.engines.base import Delta, Embeddings, EngineEvent, EngineLoad, Finish
+from lichen.engines.grammar_guard import GrammarGuard
 from lichen.errors import ErrorCode, LichenError
 from lichen.wire.messages import (
     ChatMessage,
@@ -128,6 +129,10 @@ def engine_request(request: GenerationRequest) -> dict[str, Any]:
         body["tools"] = json.loads(p.tools)
     if p.tool_choice:
         body["tool_choice"] = json.loads(p.tool_choice)
+    if p.logprobs is not None:  # llama.cpp reports token probabilities (OpenAI's shape)
+        body["logprobs"] = True
+        body["top_logprobs"] = p.logprobs
+        body["n_probs"] = p.logprobs
     return body
 
 
@@ -157,13 +162,32 @@ class LlamaCppEngine:
 
     kind = "llamacpp"
 
-    def __init__(self, loaded: dict[str, _Loaded], *, max_workers: int = 64) -> None:
+    def __init__(
+        self,
+        loaded: dict[str, _Loaded],
+        *,
+        max_workers: int = 64,
+        stall_s: float = 60.0,
+        guard: GrammarGuard | None = None,
+        close_timeout_s: float = 10.0,
+    ) -> None:
         self._models = loaded
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="llamacpp")
         self._tokens_per_s = 0.0
+        self.stall_s = stall_s  # work but no chunk for this long: the loop is stuck
+        self.guard = guard  # refuses grammar work that would stall the loop (None: off)
+        self.close_timeout_s = close_timeout_s
+        self._last_progress = time.monotonic()  # last chunk, or when work arrived on idle
+        self._was_stalled = False
 
     @classmethod
-    async def start(cls, configs: list[LlamaModelConfig]) -> LlamaCppEngine:
+    async def start(
+        cls,
+        configs: list[LlamaModelConfig],
+        *,
+        stall_s: float = 60.0,
+        guard: GrammarGuard | None = None,
+    ) -> LlamaCppEngine:
         loaded: dict[str, _Loaded] = {}
         for config in configs:
             started = time.perf_counter()
@@ -177,7 +201,7 @@ class LlamaCppEngine:
                 config.batch_threads,
                 time.perf_counter() - started,
             )
-        return cls(loaded)
+        return cls(loaded, stall_s=stall_s, guard=guard)
 
     def models(self) -> list[ModelInfo]:
         return [
@@ -196,7 +220,31 @@ class LlamaCppEngine:
     def load(self) -> EngineLoad:
         free = sum(max(0, m.config.parallel - m.active) for m in self._models.values())
         queued = sum(max(0, m.active - m.config.parallel) for m in self._models.values())
-        return EngineLoad(free_slots=free, queue_depth=queued, tokens_per_s=self._tokens_per_s)
+        return EngineLoad(
+            free_slots=free,
+            queue_depth=queued,
+            tokens_per_s=self._tokens_per_s,
+            stalled=self.stalled(),
+        )
+
+    def stalled(self) -> bool:
+        """Whether work is waiting and llama.cpp produced nothing for ``stall_s``."""
+        busy = any(m.active for m in self._models.values())
+        stuck = busy and time.monotonic() - self._last_progress > self.stall_s
+        if stuck != self._was_stalled:
+            self._was_stalled = stuck
+            if stuck:
+                log.warning(
+                    "engine stalled: no progress for %.0fs with work waiting; "
+                    "reporting unhealthy until it moves",
+                    self.stall_s,
+                )
+            else:
+                log.info("engine progressing again")
+        return stuck
+
+    def _note_progress(self) -> None:
+        self._last_progress = time.monotonic()
 
     def _model(self, name: str) -> _Loaded:
         model = self._models.get(name)
@@ -206,6 +254,8 @@ class LlamaCppEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[EngineEvent, None]:
         model = self._model(request.model)
+        if self.guard is not None:
+            await self.guard.check(request)  # before the engine loop sees any grammar
         body = engine_request(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -234,6 +284,8 @@ class LlamaCppEngine:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
+        if not any(m.active for m in self._models.values()):
+            self._note_progress()  # idle until now: the stall clock starts here
         model.active += 1
         future = loop.run_in_executor(self._pool, run)
         finish_reason = "stop"
@@ -241,6 +293,7 @@ class LlamaCppEngine:
         try:
             while True:
                 item = await queue.get()
+                self._note_progress()
                 if item is _DONE:
                     break
                 if isinstance(item, LichenError):
@@ -257,8 +310,15 @@ class LlamaCppEngine:
                     if text is None:
                         text = delta.get("content")
                     calls = delta.get("tool_calls")
-                    if text or calls:
-                        yield Delta(text or "", tool_calls=json.dumps(calls) if calls else "")
+                    reported = choice.get("logprobs")
+                    probs = reported.get("content") if isinstance(reported, dict) else None
+                    logprobs = json.dumps(probs) if isinstance(probs, list) and probs else ""
+                    if text or calls or logprobs:
+                        yield Delta(
+                            text or "",
+                            tool_calls=json.dumps(calls) if calls else "",
+                            logprobs=logprobs,
+                        )
                     if choice.get("finish_reason"):
                         finish_reason = str(choice["finish_reason"])
             yield Finish(finish_reason, usage or Usage(0, 0))
@@ -315,4 +375,12 @@ class LlamaCppEngine:
         servers = [m.server for m in self._models.values()]
         self._models.clear()
         # Dropping the last reference stops llama.cpp's loop; do it off the event loop.
-        await asyncio.to_thread(servers.clear)
+        # A loop stuck in one long call (a huge grammar) does not stop: do not wait for
+        # ever; the process's shutdown deadline (``shutdown_grace_s``) ends it.
+        stopping = asyncio.ensure_future(asyncio.to_thread(servers.clear))
+        try:
+            await asyncio.wait_for(asyncio.shield(stopping), self.close_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "llama.cpp did not stop within %.0fs (stuck engine loop)", self.close_timeout_s
+            )

@@ -78,7 +78,11 @@ def account_router(acc: Accounting) -> APIRouter:
     @router.post("/keys")
     async def create_key(body: NewKeyBody, request: Request) -> JSONResponse:
         """A new API key. Its secret is in this answer only: it is never shown again."""
-        new = await acc.keys.create(await caller(request), name=body.name, scopes=body.scopes)
+        principal = await acc.authenticator.require(request, SCOPE_ACCOUNT)
+        assert principal.account_id is not None
+        new = await acc.keys.create(
+            principal.account_id, name=body.name, scopes=body.scopes, granted=principal.scopes
+        )
         return JSONResponse(new.key.public() | {"key": new.secret}, status_code=201)
 
     @router.patch("/keys/{key_id}")

@@ -32,8 +32,11 @@ from lichen.gateway.account_routes import account_router
 from lichen.gateway.auth import Authenticator, address_key
 from lichen.gateway.auth_routes import auth_router
 from lichen.gateway.completions import CompletionService
-from lichen.gateway.guard import GuardMiddleware, GuardPolicy, RequestGuard
+from lichen.gateway.guard import GuardPolicy, RequestGuard, install_guard
+from lichen.gateway.metering import installed_model_file, registry_context
+from lichen.ledger.releaser import EscrowReleaser, release_interval
 from lichen.ledger.service import Ledger
+from lichen.ledger.tokens import TokenCounter
 from lichen.ratelimit import Backend, Limits, RateLimiter, Window, backend_for
 from lichen.reputation.book import ReputationBook
 from lichen.reputation.store import ReputationKeeper, ReputationStore
@@ -48,6 +51,8 @@ def guard_policy(settings: Settings) -> GuardPolicy:
             settings.anonymous_requests_per_minute, settings.anonymous_tokens_per_day
         ),
         limit_loopback=settings.limit_loopback,
+        key_concurrency=settings.key_concurrent_requests,
+        anonymous_concurrency=settings.anonymous_concurrent_requests,
     )
 
 
@@ -66,6 +71,7 @@ class Accounting:
     sweeper: AccountSweeper
     clock: Clock
     auth_window: Window  # sign-up / sign-in / refresh attempts per client address
+    releaser: EscrowReleaser | None = None  # pays node owners when audit windows close
 
     @classmethod
     def build(
@@ -82,7 +88,9 @@ class Accounting:
         sessions = SessionService(db, clock=clock)
         keys = ApiKeyService(db, clock=clock)
         usage = UsageRepository(db, clock=clock)
-        ledger = Ledger(db, network_key, clock=clock)
+        ledger = Ledger(
+            db, network_key, clock=clock, audit_window_ms=settings.audit_window_s * 1000
+        )
         limiter = RateLimiter(backend or backend_for(settings.redis_url), clock=clock)
         authenticator = Authenticator(keys, sessions, address_key=address_key(network_key))
         reputation = ReputationBook(clock=clock)
@@ -94,6 +102,8 @@ class Accounting:
             usage=usage,
             reputation=reputation,
         )
+        # Exact token counts for the models this machine has a copy of (ledger.tokens).
+        guard.meter.tokens = TokenCounter(installed_model_file(settings.models_path))
         return cls(
             accounts=accounts,
             sessions=sessions,
@@ -108,6 +118,7 @@ class Accounting:
             sweeper=AccountSweeper(accounts, sessions),
             clock=clock,
             auth_window=Window(settings.auth_attempts_per_minute, 60),
+            releaser=EscrowReleaser(ledger, interval_s=release_interval(settings.audit_window_s)),
         )
 
     def install(self, app: FastAPI, completions: CompletionService | None = None) -> None:
@@ -115,15 +126,21 @@ class Accounting:
         answers of ``completions`` are then settled by the guard."""
         if completions is not None and completions.settle is None:
             completions.settle = self.guard.settle
+        if completions is not None:  # charges are bounded by the serving node's context
+            self.guard.meter.context_for = registry_context(completions.scheduler.registry)
         app.include_router(auth_router(self))
         app.include_router(account_router(self))
-        app.add_middleware(GuardMiddleware, guard=self.guard)
+        install_guard(app, self.guard)
 
     async def start(self) -> None:
         await self.keeper.start()
         self.sweeper.start()
+        if self.releaser is not None:
+            self.releaser.start()
 
     async def stop(self) -> None:
+        if self.releaser is not None:
+            await self.releaser.stop()
         await self.sweeper.stop()
         await self.keeper.stop()
         await self.limiter.aclose()

@@ -7,18 +7,23 @@ so tests can drive it in-process with any registry and router.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from lichen import __version__
 from lichen.errors import ErrorCode, LichenError
 from lichen.gateway.accounting import Accounting
+from lichen.gateway.body_limit import BodyLimitMiddleware, BodyLimits
 from lichen.gateway.completions import CompletionService
+from lichen.gateway.dialects import install_dialects
+from lichen.gateway.docs_ui import install_docs
 from lichen.gateway.embeddings import EmbeddingService
 from lichen.gateway.errors import install_error_handlers
-from lichen.gateway.ollama import OllamaApi, register_ollama
+from lichen.gateway.operator import OperatorGate
+from lichen.gateway.origin import HostPolicy, OriginGuardMiddleware
 from lichen.metrics import GatewayMetrics, MetricsMiddleware, metrics_endpoint
 from lichen.routing.embed import EmbeddingRouter
 from lichen.tracker.registry import Registry
@@ -32,6 +37,12 @@ class GatewayDeps:
     metrics: GatewayMetrics | None = None  # serves /metrics and counts requests when set
     embeddings: EmbeddingService | None = None  # default: routed over completions' scheduler
     accounting: Accounting | None = None  # /v1/auth, /v1/account, quotas, credits (lichen.gateway)
+    body_limits: BodyLimits | None = None  # default: the completions' max_request_bytes
+    hosts: HostPolicy | None = None  # Host names served (DNS rebinding); default: any
+    operator: OperatorGate | None = None  # guards operator surfaces (/metrics); None: open
+    # Extra /health checks: each returns a problem ("engine_stalled") or None. `lichen up`
+    # adds its in-process engine's watchdog here.
+    health_checks: list[Callable[[], str | None]] = field(default_factory=list)
 
 
 def _model_card(name: str, nodes: int, created: int) -> dict[str, object]:
@@ -39,17 +50,27 @@ def _model_card(name: str, nodes: int, created: int) -> dict[str, object]:
 
 
 def create_app(deps: GatewayDeps) -> FastAPI:
-    app = FastAPI(title="Lichen gateway", version=__version__, docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="Lichen gateway",
+        version=__version__,
+        docs_url=None,  # /docs and /openapi.json: install_docs (vendored assets, operator gate)
+        redoc_url=None,
+        openapi_url=None,
+    )
     install_error_handlers(app)
+    limits = deps.body_limits or BodyLimits(inference_bytes=deps.completions.max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, limits=limits)  # every route, before any handler
+    app.add_middleware(OriginGuardMiddleware, policy=deps.hosts)  # Host, Origin (outside it)
     created = int(deps.started or time.time())
 
     @app.get("/health")
     async def health() -> JSONResponse:
         counts = deps.registry.model_counts()
-        ready = bool(counts)
+        problem = next((p for p in (check() for check in deps.health_checks) if p), None)
+        ready = bool(counts) and problem is None
         return JSONResponse(
             {
-                "status": "ok" if ready else "no_capacity",
+                "status": problem or ("ok" if ready else "no_capacity"),
                 "version": __version__,
                 "nodes": len(deps.registry),
                 "models": counts,
@@ -74,19 +95,27 @@ def create_app(deps: GatewayDeps) -> FastAPI:
             )
         return JSONResponse(_model_card(model_id, counts[model_id], created))
 
-    app.add_api_route("/v1/chat/completions", deps.completions.chat, methods=["POST"])
-    app.add_api_route("/v1/completions", deps.completions.completions, methods=["POST"])
     embeddings = deps.embeddings or EmbeddingService(
-        router=EmbeddingRouter(deps.completions.scheduler),
+        router=EmbeddingRouter(
+            deps.completions.scheduler,
+            answer_timeout_s=deps.completions.router.first_token_timeout_s,
+        ),
         max_request_bytes=deps.completions.max_request_bytes,
         timeout_s=deps.completions.timeout_s,
+        answers=deps.completions,
     )
-    app.add_api_route("/v1/embeddings", embeddings.embeddings, methods=["POST"])
-    register_ollama(app, OllamaApi(deps.registry, deps.completions, embeddings))
+    install_dialects(app, deps.registry, deps.completions, embeddings)
+    install_docs(app, [Depends(deps.operator or OperatorGate("open"))])  # no CDN
     if deps.accounting is not None:
         deps.accounting.install(app, deps.completions)
     if deps.metrics is not None:
         app.add_middleware(MetricsMiddleware, metrics=deps.metrics)
         endpoint = metrics_endpoint(deps.metrics.registry)
-        app.add_api_route("/metrics", endpoint, methods=["GET"], include_in_schema=False)
+        app.add_api_route(
+            "/metrics",
+            endpoint,
+            methods=["GET"],
+            include_in_schema=False,
+            dependencies=[Depends(deps.operator or OperatorGate("open"))],
+        )
     return app

@@ -1,32 +1,36 @@
-"""``/v1/chat/completions`` and ``/v1/completions``: validate, route, answer.
+"""The dialect-neutral answering service: resolve, validate, route, relay, settle.
 
-The first event is awaited before the response starts, so a request that cannot
-be served gets a real status code (404, 400, 503) instead of a 200 carrying an
-error. After that, a failure that even resume cannot fix ends the stream with an
-OpenAI-shaped error event.
+Every API dialect (OpenAI chat, completions and responses, Anthropic messages,
+Ollama) turns its request into one :class:`GenerationRequest` and hands it here;
+only the shapes of requests and answers differ (``lichen.gateway.dialects``).
+
+The first event is awaited before the response starts (:meth:`CompletionService.open`),
+so a request that cannot be served gets a real status code (404, 400, 503)
+instead of a 200 carrying an error. :meth:`CompletionService.relay` then hands
+out the rest of the answer under the request's deadline, counts what was sent
+(``streamed_tokens``, ``completion_text``) and records and settles the answer on
+every exit path: finished, failed, timed out, or abandoned by the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
-from starlette.responses import Response
 
 from lichen.engines.base import Delta, EngineEvent, Finish
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.errors import error_response, from_validation
 from lichen.gateway.hooks import RequestPipeline
-from lichen.gateway.responses import SSE_DONE, ResponseShape, merge_tool_calls, sse
-from lichen.gateway.schemas import ChatCompletionRequest, CompletionRequest
+from lichen.gateway.limits import RequestLimits, check_generation
+from lichen.gateway.responses import merge_tool_calls
 from lichen.routing.capabilities import any_supports
 from lichen.routing.router import Router, RouteTrace
 from lichen.routing.scheduler import Scheduler
@@ -45,7 +49,7 @@ NODE_HEADER = "x-lichen-node"
 
 @dataclass
 class Outcome:
-    """Metadata collected while answering; becomes a RequestRecord."""
+    """Metadata collected while answering; becomes a RequestRecord and a settlement."""
 
     kind: str
     model: str
@@ -57,10 +61,20 @@ class Outcome:
     node: str | None = None
     receipt: bytes = b""  # the serving node's signed receipt (ledger), when it sent one
     job_id: str = ""  # the tracker's id of the job that finished the answer
+    streamed_tokens: int = 0  # tokens of the deltas handed to the client so far
+    # The text handed to the client, so what was streamed can be counted even when the
+    # answer never finished. In memory only: never persisted, never logged (repr=False).
+    completion_text: str = field(default="", repr=False)
+    recorded: bool = False  # settled and recorded (exactly once)
 
     def finished(self, finish: Finish) -> None:
         """Take usage (and the node's receipt) from the answer's final event."""
         self.usage, self.receipt, self.job_id = finish.usage, finish.receipt, finish.job_id
+
+    def sent(self, delta: Delta) -> None:
+        """Count a delta handed to the client."""
+        self.streamed_tokens += delta.tokens
+        self.completion_text += delta.text
 
 
 @dataclass
@@ -80,6 +94,21 @@ class Answer:
     text: str
     finish: Finish
     tool_calls: list[dict[str, Any]]
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # OpenAI ``content`` entries
+
+
+def parse_logprobs(raw: str) -> list[dict[str, Any]] | None:
+    """A delta's ``logprobs.content`` entries; None when absent or malformed (a node's
+    output is not trusted: a bad report is dropped, never a failed answer)."""
+    if not raw:
+        return None
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return None
+    return entries
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -102,7 +131,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class CompletionService:
-    """Answers OpenAI completion requests by routing them over the network."""
+    """Answers generation requests of every dialect by routing them over the network."""
 
     def __init__(
         self,
@@ -115,6 +144,7 @@ class CompletionService:
         metrics: GatewayMetrics | None = None,
         pipeline: RequestPipeline | None = None,
         settle: Callable[[Outcome], Awaitable[None]] | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
         self.router = router
         self.scheduler = scheduler
@@ -124,6 +154,7 @@ class CompletionService:
         self.metrics = metrics
         self.pipeline = pipeline  # privacy: screening, pseudonymization, privacy classes
         self.settle = settle  # accounting: quotas, ledger, usage (lichen.gateway.guard)
+        self.limits = limits or RequestLimits()  # bounds every dialect shares (issue 10)
 
     def resolve_model(self, requested: str, *, tools: bool = False) -> str:
         """The model to run (``auto`` resolved): 404 if nobody serves it, 400 if the
@@ -136,6 +167,14 @@ class CompletionService:
                 param="tools",
             )
         return model
+
+    def check(self, wire: GenerationRequest) -> None:
+        """Validation every dialect shares (bounds, sizes, schema limits), before routing.
+
+        A dialect's own parser already refused what its schema can express; this
+        refuses the rest the same way for every dialect (400 naming the parameter).
+        """
+        check_generation(wire, self.limits, self.scheduler.registry)
 
     async def open(
         self,
@@ -153,6 +192,7 @@ class CompletionService:
         ``headers``, ``extra`` (the body's unknown fields) and ``user`` feed the
         request pipeline, which may refuse or transform the request.
         """
+        self.check(wire)
         run = None
         if self.pipeline is not None:
             run = await self.pipeline.begin(
@@ -179,130 +219,71 @@ class CompletionService:
         outcome.node = trace.nodes[-1] if trace.nodes else None
         return Routed(first, events, deadline, dict(run.headers) if run is not None else {})
 
-    async def collect(self, routed: Routed, request: Request | None = None) -> Answer:
-        """The rest of a routed answer, as a whole (the deadline applies).
+    async def relay(self, routed: Routed, outcome: Outcome) -> AsyncGenerator[EngineEvent, None]:
+        """The answer's events under its deadline, ending with its :class:`Finish`.
 
-        With ``request``, a client that disconnects cancels the job (CANCELLED).
+        Counts every delta handed out on ``outcome``; raises :class:`LichenError`
+        (``TIMEOUT`` past the deadline, ``NODE_FAILED`` for an answer without a
+        finish). However the iteration ends (finished, failed, or closed because the
+        client left) the job is closed and the answer recorded and settled once.
         """
         try:
             async with asyncio.timeout_at(routed.deadline):
-                work = _collect(routed.first, routed.events)
-                return await (work if request is None else _unless_disconnected(request, work))
-        except TimeoutError:
-            raise LichenError(ErrorCode.TIMEOUT, "request timed out") from None
-        finally:
-            await routed.events.aclose()
-
-    async def chat(self, request: Request) -> Response:
-        return await self._handle(request, ChatCompletionRequest, "chat")
-
-    async def completions(self, request: Request) -> Response:
-        return await self._handle(request, CompletionRequest, "completion")
-
-    async def _handle(
-        self, request: Request, schema: type[ChatCompletionRequest | CompletionRequest], kind: str
-    ) -> Response:
-        started = time.perf_counter()
-        outcome = Outcome(kind=kind, model="", stream=False, started=started)
-        try:
-            body = await read_body(request, self.max_request_bytes)
-            try:
-                parsed = schema.model_validate_json(body)
-            except ValidationError as exc:
-                raise from_validation(exc) from None
-            tools = isinstance(parsed, ChatCompletionRequest) and parsed.wants_tools
-            model = self.resolve_model(parsed.model, tools=tools)
-            outcome.model, outcome.stream = model, parsed.stream
-            routed = await self.open(
-                parsed.to_wire(model),
-                outcome,
-                headers=request.headers,
-                extra=parsed.model_extra,
-                user=parsed.user,
-            )
-        except LichenError as error:
-            return await self._fail(outcome, error)
-
-        shape = ResponseShape(kind=kind, model=parsed.model if parsed.model != "auto" else model)
-        headers = ({NODE_HEADER: outcome.node} if outcome.node else {}) | routed.headers
-        if parsed.stream:
-            return StreamingResponse(
-                self._stream(
-                    shape,
-                    routed.first,
-                    routed.events,
-                    routed.deadline,
-                    parsed.include_usage,
-                    outcome,
-                ),
-                media_type="text/event-stream",
-                headers=headers | {"cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
-        try:
-            answer = await self.collect(routed, request)
-        except LichenError as error:
-            return await self._fail(outcome, error)
-        outcome.finished(answer.finish)
-        await self._record(outcome)
-        finish = answer.finish
-        return JSONResponse(
-            shape.full(answer.text, finish.finish_reason, finish.usage, answer.tool_calls),
-            headers=headers,
-        )
-
-    async def _stream(
-        self,
-        shape: ResponseShape,
-        first: EngineEvent,
-        events: AsyncGenerator[EngineEvent, None],
-        deadline: float,
-        include_usage: bool,
-        outcome: Outcome,
-    ) -> AsyncIterator[bytes]:
-        opening = shape.first_chunk()
-        if opening is not None:
-            yield opening
-        try:
-            async with asyncio.timeout_at(deadline):
-                event: EngineEvent | None = first
+                event: EngineEvent | None = routed.first
                 while event is not None:
-                    if isinstance(event, Delta):
-                        if event.text:
-                            yield shape.delta_chunk(event.text)
-                        if event.tool_calls:
-                            yield shape.tool_calls_chunk(event.tool_calls)
-                    else:
-                        yield shape.finish_chunk(event.finish_reason)
+                    if isinstance(event, Finish):
                         outcome.finished(event)
-                        if include_usage:
-                            yield shape.usage_chunk(event.usage)
-                        break
-                    event = await anext(events, None)
-        except (LichenError, TimeoutError) as exc:
-            error = (
-                exc if isinstance(exc, LichenError) else LichenError(ErrorCode.TIMEOUT, "timed out")
-            )
+                        yield event
+                        return
+                    outcome.sent(event)
+                    yield event
+                    event = await anext(routed.events, None)
+            raise LichenError(ErrorCode.NODE_FAILED, "the answer ended without a finish")
+        except TimeoutError:
+            outcome.status = ErrorCode.TIMEOUT.http_status
+            raise LichenError(ErrorCode.TIMEOUT, "request timed out") from None
+        except LichenError as error:
             outcome.status = error.http_status
-            yield sse(error.openai_body())
+            raise
         finally:
-            # A client that disconnects cancels this generator; the job must still be
-            # cancelled on the node and the request logged, so shield the clean-up.
+            # A client that disconnects cancels the consumer; the job must still be
+            # cancelled on the node and the answer settled, so shield the clean-up.
             with anyio.CancelScope(shield=True):
-                await events.aclose()
-                await self._record(outcome)
-        yield SSE_DONE
+                await routed.events.aclose()
+                await self.record_outcome(outcome)
 
-    async def _fail(self, outcome: Outcome, error: LichenError) -> JSONResponse:
+    async def collect(
+        self, routed: Routed, outcome: Outcome, request: Request | None = None
+    ) -> Answer:
+        """The rest of a routed answer, as a whole; recorded and settled.
+
+        With ``request``, a client that disconnects cancels the job (CANCELLED).
+        """
+        (answer,) = await self.collect_all([(routed, outcome)], request)
+        return answer
+
+    async def collect_all(
+        self, lanes: list[tuple[Routed, Outcome]], request: Request | None = None
+    ) -> list[Answer]:
+        """Several routed answers (``n`` choices) as wholes; if one fails, the others
+        are cancelled and the first failure raised. With ``request``, a client that
+        disconnects cancels every job (CANCELLED)."""
+        work = _all([_collect(aclosing(self.relay(routed, outcome))) for routed, outcome in lanes])
+        if request is None:
+            return await work
+        return await _unless_disconnected(request, work, [outcome for _, outcome in lanes])
+
+    async def fail(self, outcome: Outcome, error: LichenError) -> None:
+        """Record a request refused before its answer started (when a model was known)."""
         outcome.status = error.http_status
         if outcome.model:
-            await self._record(outcome)
-        return error_response(error)
+            await self.record_outcome(outcome)
 
     async def record_outcome(self, outcome: Outcome) -> None:
-        """Metrics and the request log for one answered (or failed) request."""
-        await self._record(outcome)
-
-    async def _record(self, outcome: Outcome) -> None:
+        """Settle, count and log one answered (or failed) request, exactly once."""
+        if outcome.recorded:
+            return
+        outcome.recorded = True
         if self.settle is not None:
             try:
                 await self.settle(outcome)
@@ -310,8 +291,8 @@ class CompletionService:
                 log.warning("could not settle the request: %s", type(exc).__name__)
         if self.metrics is not None and outcome.status < 400:
             self.metrics.observe_answer(outcome.kind, outcome.model, outcome.ttft_ms, outcome.usage)
-        if self.record is None:
-            return
+        if self.record is None or outcome.kind not in ("chat", "completion"):
+            return  # the request log holds generations only
         try:
             await self.record(
                 RequestRecord(
@@ -331,7 +312,18 @@ class CompletionService:
             log.warning("could not record request metadata: %s", type(exc).__name__)
 
 
-async def _unless_disconnected(request: Request, work: Awaitable[Answer]) -> Answer:
+async def _all(works: list[Coroutine[Any, Any, Answer]]) -> list[Answer]:
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(work) for work in works]
+    except* LichenError as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+async def _unless_disconnected(
+    request: Request, work: Awaitable[list[Answer]], outcomes: list[Outcome]
+) -> list[Answer]:
     """``work``'s result, or CANCELLED as soon as the client goes away.
 
     The body has been read, so the next ASGI message is ``http.disconnect``.
@@ -347,6 +339,8 @@ async def _unless_disconnected(request: Request, work: Awaitable[Answer]) -> Ans
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             return task.result()
+        for outcome in outcomes:  # recorded as the jobs close
+            outcome.status = ErrorCode.CANCELLED.http_status
         raise LichenError(ErrorCode.CANCELLED, "the client disconnected")
     finally:
         for pending in (task, watcher):
@@ -354,15 +348,16 @@ async def _unless_disconnected(request: Request, work: Awaitable[Answer]) -> Ans
         await asyncio.gather(task, watcher, return_exceptions=True)
 
 
-async def _collect(first: EngineEvent, events: AsyncGenerator[EngineEvent, None]) -> Answer:
+async def _collect(relayed: aclosing[AsyncGenerator[EngineEvent, None]]) -> Answer:
     parts: list[str] = []
     calls: list[str] = []
-    event: Any = first
-    while event is not None:
-        if isinstance(event, Finish):
-            return Answer("".join(parts), event, merge_tool_calls(calls))
-        parts.append(event.text)
-        if event.tool_calls:
-            calls.append(event.tool_calls)
-        event = await anext(events, None)
+    logprobs: list[dict[str, Any]] = []
+    async with relayed as events:
+        async for event in events:
+            if isinstance(event, Finish):
+                return Answer("".join(parts), event, merge_tool_calls(calls), logprobs)
+            parts.append(event.text)
+            if event.tool_calls:
+                calls.append(event.tool_calls)
+            logprobs.extend(parse_logprobs(event.logprobs) or ())
     raise LichenError(ErrorCode.NODE_FAILED, "the answer ended without a finish")

@@ -77,6 +77,12 @@ def install_error_handlers(app: FastAPI) -> None:
         error = LichenError(code, str(exc.detail))
         return JSONResponse(error.openai_body(), status_code=exc.status_code)
 
+    async def on_too_deep(_request: Request, _exc: Exception) -> JSONResponse:
+        # json.loads of a body nested thousands deep (a parser's recursion limit)
+        return error_response(
+            LichenError(ErrorCode.INVALID_JSON, "the JSON body is nested too deeply")
+        )
+
     async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled %s in a request handler", type(exc).__name__)
         return error_response(LichenError(ErrorCode.INTERNAL, "internal server error"))
@@ -85,4 +91,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, on_validation)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RecursionError, on_too_deep)
     app.add_exception_handler(Exception, on_unexpected)

@@ -1,14 +1,16 @@
 """The gate in front of inference: who, how much, and who pays.
 
-:class:`GuardMiddleware` (ASGI) admits every inference request before its handler
-runs, on every API dialect (OpenAI and Ollama): it authenticates the caller,
-applies rate limits and quotas, and, when credits are enforced, refuses callers
-with no credits (402 ``insufficient_quota``). It adds the ``X-RateLimit-*``
-headers to the answer. The admission :class:`Ticket` travels with the request in
-a context variable, so when the completion service records the answer,
-:meth:`RequestGuard.settle` can count its tokens against the quota, settle the
-node's receipt in the ledger, record the account's usage and feed reputation.
-Anonymous callers are never charged (there is no one to charge).
+:func:`guarded` is a route dependency every inference route declares (the
+dialect routers add it to each route they hold, so a new route is guarded by
+default): it authenticates the caller, applies rate limits and quotas, and, when
+credits are enforced, refuses callers with no credits (402
+``insufficient_quota``). The ``X-RateLimit-*`` headers it computes are added to
+the answer by the dialect's route class. The admission :class:`Ticket` travels
+with the request in a context variable for as long as the response runs, so when
+the completion service records the answer, :meth:`RequestGuard.settle` can count
+its tokens against the quota, settle the node's receipt in the ledger, record
+the account's usage and feed reputation. Anonymous callers are never charged
+(there is no one to charge).
 """
 
 from __future__ import annotations
@@ -16,36 +18,26 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lichen.accounts.principal import SCOPE_INFERENCE, Principal
 from lichen.accounts.usage import UsageRepository
 from lichen.errors import ErrorCode, LichenError
 from lichen.gateway.auth import Authenticator
 from lichen.gateway.completions import Outcome
-from lichen.gateway.errors import error_response
+from lichen.gateway.concurrency import ConcurrencyLimiter
+from lichen.gateway.metering import Meter
 from lichen.ledger.pricing import format_credits
 from lichen.ledger.service import Claim, Ledger
 from lichen.ratelimit.limiter import Limits, Quota, RateLimiter
 from lichen.reputation.book import ReputationBook
 
 log = logging.getLogger(__name__)
-
-INFERENCE_ROUTES = frozenset(
-    {
-        ("POST", "/v1/chat/completions"),
-        ("POST", "/v1/completions"),
-        ("POST", "/v1/embeddings"),
-        ("POST", "/api/chat"),
-        ("POST", "/api/generate"),
-        ("POST", "/api/embed"),
-        ("POST", "/api/embeddings"),
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +47,8 @@ class GuardPolicy:
     key_limits: Limits  # per API key or signed-in account
     anonymous_limits: Limits  # per client address
     limit_loopback: bool = False  # False: this machine's own anonymous use is not limited
+    key_concurrency: int = 0  # requests in flight per key or account (0 = no cap)
+    anonymous_concurrency: int = 0  # requests in flight per anonymous client address
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +56,7 @@ class Ticket:
     principal: Principal
     limits: Limits
     quota: Quota
+    concurrency: int = 0  # requests this principal may have in flight (0 = no cap)
 
 
 UNLIMITED = Limits(0, 0)
@@ -100,6 +95,8 @@ class RequestGuard:
         self.ledger = ledger
         self.usage = usage
         self.reputation = reputation
+        self.concurrency = ConcurrencyLimiter()  # requests in flight per principal
+        self.meter = Meter()  # what to settle: counted, bounded (lichen.gateway.metering)
 
     async def admit(self, request: Request) -> Ticket:
         principal = await self.authenticator.principal(
@@ -113,12 +110,13 @@ class RequestGuard:
                     "'Authorization: Bearer <key>'",
                 )
             limits = self.policy.anonymous_limits
+            concurrency = self.policy.anonymous_concurrency
             if not self.policy.limit_loopback and _is_loopback(request):
-                limits = UNLIMITED
+                limits, concurrency = UNLIMITED, 0
         elif not principal.allows(SCOPE_INFERENCE):
             raise LichenError(ErrorCode.FORBIDDEN, "this API key lacks the 'inference' scope")
         else:
-            limits = self.policy.key_limits
+            limits, concurrency = self.policy.key_limits, self.policy.key_concurrency
         quota = await self.limiter.admit(principal.subject, limits)
         account = principal.ledger_account
         if self.policy.require_credits and account is not None and self.ledger is not None:
@@ -131,17 +129,19 @@ class RequestGuard:
                     "credits.",
                     headers=quota.headers(),
                 )
-        return Ticket(principal=principal, limits=limits, quota=quota)
+        return Ticket(principal=principal, limits=limits, quota=quota, concurrency=concurrency)
 
     async def settle(self, outcome: Outcome) -> None:
         """Account for one answered request (called once, when it is recorded)."""
         ticket = _ticket.get()
         if ticket is None:
             return
-        principal, usage = ticket.principal, outcome.usage
+        # Settle on what was streamed (counted, bounded), never on the node's claim alone;
+        # streamed tokens count against the quota whatever the status or the client did.
+        principal, usage = ticket.principal, (await self.meter.measure(outcome)).usage
         tokens = usage.prompt_tokens + usage.completion_tokens
         await self.limiter.count_tokens(principal.subject, ticket.limits, tokens)
-        if outcome.status >= 400:
+        if outcome.status >= 400 and not outcome.receipt:
             return
         charged = 0
         account = principal.ledger_account
@@ -154,12 +154,13 @@ class RequestGuard:
                         peer_id=outcome.node,
                         job_id=outcome.job_id or None,
                         model=outcome.model,
+                        usage=usage,
                     )
                 )
                 charged = settled.amount
             except LichenError as error:
                 log.warning("receipt from node %s refused: %s", outcome.node, error.message)
-                if self.reputation is not None and outcome.node:
+                if self.reputation is not None and outcome.node and error.code in _NODE_FAULTS:
                     self.reputation.job_failed(outcome.node)
         if principal.account_id is not None and self.usage is not None:
             await self.usage.record(
@@ -174,31 +175,44 @@ class RequestGuard:
             self.reputation.served(outcome.node, tokens=tokens, latency_s=latency)
 
 
-class GuardMiddleware:
-    """Admits inference requests (ASGI); everything else passes straight through."""
+_NODE_FAULTS = (ErrorCode.RECEIPT_INVALID, ErrorCode.REPLAYED, ErrorCode.AMOUNT_OUT_OF_RANGE)
 
-    def __init__(self, app: ASGIApp, guard: RequestGuard) -> None:
-        self.app = app
-        self.guard = guard
+GUARD_STATE = "lichen_guard"  # app.state attribute holding the gateway's RequestGuard
+QUOTA_HEADERS_STATE = "lichen_quota_headers"  # request.state: X-RateLimit-* for the answer
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) not in INFERENCE_ROUTES:
-            await self.app(scope, receive, send)
-            return
-        try:
-            ticket = await self.guard.admit(Request(scope))
-        except LichenError as error:
-            await error_response(error)(scope, receive, send)
-            return
-        extra = [(k.lower().encode(), v.encode()) for k, v in ticket.quota.headers().items()]
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
+ADMITTED_STATE = "lichen_admitted"  # request.state: admitted already (holds the Ticket)
 
-        token = _ticket.set(ticket)
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            _ticket.reset(token)
+
+async def guarded(request: Request) -> AsyncIterator[Ticket | None]:
+    """Route dependency: admit the caller (or refuse with a LichenError) for the
+    whole life of the response, streamed or not. Without a guard installed on the
+    app (no accounting), every caller is admitted.
+
+    The dialects' route class enters this same dependency before reading the body
+    (so a refused caller's body is never read); the route's own declaration then
+    finds the request admitted and does not admit it twice."""
+    if hasattr(request.state, ADMITTED_STATE):
+        yield getattr(request.state, ADMITTED_STATE)
+        return
+    guard: RequestGuard | None = getattr(request.app.state, GUARD_STATE, None)
+    if guard is None:
+        setattr(request.state, ADMITTED_STATE, None)
+        yield None
+        return
+    ticket = await guard.admit(request)
+    setattr(request.state, QUOTA_HEADERS_STATE, ticket.quota.headers())
+    subject = ticket.principal.subject
+    guard.concurrency.acquire(subject, ticket.concurrency)  # 429 past the principal's cap
+    token = _ticket.set(ticket)
+    setattr(request.state, ADMITTED_STATE, ticket)
+    try:
+        yield ticket
+    finally:
+        _ticket.reset(token)
+        guard.concurrency.release(subject)  # however the response ended
+
+
+def install_guard(app: FastAPI, guard: RequestGuard) -> None:
+    """Make ``guard`` the gate of every route that declares :func:`guarded`."""
+    setattr(app.state, GUARD_STATE, guard)

@@ -49,6 +49,33 @@ class ResponseShape:
 
     # --- non-streaming ---
 
+    def choice(
+        self,
+        index: int,
+        text: str,
+        finish_reason: str,
+        tool_calls: list[dict[str, Any]] | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """One choice of a whole answer."""
+        if self.kind == "chat":
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tool_calls:
+                message["content"] = text or None
+                message["tool_calls"] = tool_calls
+            return {
+                "index": index,
+                "message": message,
+                "logprobs": {"content": logprobs} if logprobs is not None else None,
+                "finish_reason": finish_reason,
+            }
+        return {
+            "index": index,
+            "text": text,
+            "logprobs": completion_logprobs(logprobs) if logprobs is not None else None,
+            "finish_reason": finish_reason,
+        }
+
     def full(
         self,
         text: str,
@@ -56,22 +83,12 @@ class ResponseShape:
         usage: Usage,
         tool_calls: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        if self.kind == "chat":
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if tool_calls:
-                message["content"] = text or None
-                message["tool_calls"] = tool_calls
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-            body = self._envelope("chat.completion")
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-            body = self._envelope("text_completion")
-        body["choices"] = [choice]
+        return self.body([self.choice(0, text, finish_reason, tool_calls)], usage)
+
+    def body(self, choices: list[dict[str, Any]], usage: Usage) -> dict[str, Any]:
+        """A whole answer with ``choices``."""
+        body = self._envelope("chat.completion" if self.kind == "chat" else "text_completion")
+        body["choices"] = choices
         body["usage"] = usage_body(usage)
         return body
 
@@ -82,33 +99,58 @@ class ResponseShape:
         body["choices"] = [] if choice is None else [choice]
         return body
 
-    def first_chunk(self) -> bytes | None:
+    def first_chunk(self, index: int = 0) -> bytes | None:
         """Chat streams open with the assistant role, as OpenAI's do."""
         if self.kind != "chat":
             return None
         return sse(
             self._chunk(
-                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                {
+                    "index": index,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
             )
         )
 
-    def delta_chunk(self, text: str) -> bytes:
+    def delta_chunk(
+        self, text: str, index: int = 0, logprobs: list[dict[str, Any]] | None = None
+    ) -> bytes:
         if self.kind == "chat":
-            choice = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+            choice: dict[str, Any] = {
+                "index": index,
+                "delta": {"content": text},
+                "logprobs": {"content": logprobs} if logprobs is not None else None,
+                "finish_reason": None,
+            }
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
+            choice = {
+                "index": index,
+                "text": text,
+                "logprobs": completion_logprobs(logprobs) if logprobs is not None else None,
+                "finish_reason": None,
+            }
         return sse(self._chunk(choice))
 
-    def tool_calls_chunk(self, tool_calls_json: str) -> bytes:
-        """A chat delta carrying tool calls exactly as the engine streamed them."""
+    def tool_calls_chunk(self, tool_calls_json: str, index: int = 0) -> bytes:
+        """A chat delta carrying tool calls exactly as the engine streamed them: OpenAI's
+        incremental format (id, type and name first, then pieces of the arguments)."""
         delta = {"tool_calls": json.loads(tool_calls_json)}
-        return sse(self._chunk({"index": 0, "delta": delta, "finish_reason": None}))
+        return sse(
+            self._chunk({"index": index, "delta": delta, "logprobs": None, "finish_reason": None})
+        )
 
-    def finish_chunk(self, finish_reason: str) -> bytes:
+    def finish_chunk(self, finish_reason: str, index: int = 0) -> bytes:
         if self.kind == "chat":
-            choice: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": finish_reason}
+            choice: dict[str, Any] = {
+                "index": index,
+                "delta": {},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
         else:
-            choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": finish_reason}
+            choice = {"index": index, "text": "", "logprobs": None, "finish_reason": finish_reason}
         return sse(self._chunk(choice))
 
     def usage_chunk(self, usage: Usage) -> bytes:
@@ -139,3 +181,23 @@ def merge_tool_calls(deltas: list[str]) -> list[dict[str, Any]]:
                 call["function"]["name"] = function["name"]
             call["function"]["arguments"] += function.get("arguments") or ""
     return [calls[i] for i in sorted(calls)]
+
+
+def completion_logprobs(content: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """Chat-style logprob entries in the legacy completions shape."""
+    if content is None:
+        return None
+    offsets: list[int] = []
+    position = 0
+    for entry in content:
+        offsets.append(position)
+        position += len(str(entry.get("token", "")))
+    return {
+        "tokens": [e.get("token", "") for e in content],
+        "token_logprobs": [e.get("logprob") for e in content],
+        "top_logprobs": [
+            {t.get("token", ""): t.get("logprob") for t in e.get("top_logprobs") or []}
+            for e in content
+        ],
+        "text_offset": offsets,
+    }

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lichen.errors import ErrorCode, LichenError
+from lichen.gateway.choices import MAX_CHOICES, MAX_TOP_LOGPROBS
 from lichen.wire.messages import ChatMessage, GenerationRequest, SamplingParams
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -24,11 +25,44 @@ class TextPart(BaseModel):
     text: str | None = None
 
 
+# Integers are bounded here only to what the wire can carry; the configured limits
+# (``lichen.gateway.limits``) apply to every dialect after parsing.
+_WIRE_INT = 2**63 - 1
+Count = Annotated[int, Field(ge=1, le=_WIRE_INT)]
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: Annotated[str, Field(max_length=256)]
+    arguments: str | dict[str, Any] = ""
+
+    def arguments_text(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+
+
+class ToolCall(BaseModel):
+    """One tool call an assistant message made (sent back in the conversation)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: Annotated[str, Field(max_length=256)] = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "function": {"name": self.function.name, "arguments": self.function.arguments_text()},
+        }
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Role
     content: str | list[TextPart] | None = None
-    name: str | None = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=128)] | None = None
+    tool_call_id: Annotated[str, Field(max_length=256)] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -58,15 +92,15 @@ class _Common(BaseModel):
     model: Annotated[str, Field(min_length=1, max_length=256)]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Count | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: int | None = None
-    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    seed: Annotated[int, Field(ge=-_WIRE_INT - 1, le=_WIRE_INT)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None  # parallel choices (h6)
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    user: str | None = None
+    user: Annotated[str, Field(max_length=512)] | None = None
 
     def _stops(self) -> list[str]:
         if self.stop is None:
@@ -79,8 +113,10 @@ class _Common(BaseModel):
 
 
 class ChatCompletionRequest(_Common):
+    logprobs: bool = False  # token log probabilities in the answer (h6)
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     messages: Annotated[list[Message], Field(min_length=1)]
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Count | None = None
     response_format: dict[str, Any] | None = None
     tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -126,24 +162,25 @@ class ChatCompletionRequest(_Common):
                     if self.wants_tools and self.tool_choice is not None
                     else None
                 ),
+                logprobs=(self.top_logprobs or 0) if self.logprobs else None,  # (h6)
             ),
         )
 
 
 def _wire_message(m: Message) -> ChatMessage:
-    extra = m.model_extra or {}
-    calls = extra.get("tool_calls")
-    call_id = extra.get("tool_call_id")
+    calls = [call.wire() for call in m.tool_calls or ()]
     return ChatMessage(
         role=m.role,
         content=m.text(),
         name=m.name,
-        tool_calls=json.dumps(calls) if isinstance(calls, list) and calls else None,
-        tool_call_id=str(call_id) if call_id else None,
+        tool_calls=json.dumps(calls) if calls else None,
+        tool_call_id=m.tool_call_id or None,
     )
 
 
 class CompletionRequest(_Common):
+    logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None  # (h6)
+    best_of: Annotated[int, Field(ge=1, le=1)] | None = None  # refused above 1 (h6)
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     echo: bool = False
 
@@ -168,5 +205,6 @@ class CompletionRequest(_Common):
                 seed=self.seed,
                 presence_penalty=self.presence_penalty,
                 frequency_penalty=self.frequency_penalty,
+                logprobs=self.logprobs,  # (h6)
             ),
         )

@@ -20,6 +20,7 @@ __all__ = [
     "PRIVATE_FILE_MODE",
     "atomic_write",
     "ensure_private_dir",
+    "ensure_private_file",
     "tighten_mode",
 ]
 
@@ -32,19 +33,42 @@ _POSIX = os.name == "posix"
 
 
 def ensure_private_dir(path: Path, *, fix_existing: bool) -> None:
-    """Create ``path`` (and missing parents) with the leaf directory mode 0700.
+    """Create ``path`` and every missing parent with mode 0700.
 
+    Missing parents are private too (the data dir, whose children hold the
+    database and keys; the XDG base directory spec asks for 0700 as well).
     With ``fix_existing`` an existing directory that other users can reach is
     tightened to 0700 and a warning is logged; without it an existing directory
     is left alone (it may be a shared directory the caller does not own).
     """
     if not path.exists():
-        path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-        if _POSIX:
-            os.chmod(path, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
+        missing = [path, *(p for p in path.parents if not p.exists())]
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                directory.mkdir(mode=PRIVATE_DIR_MODE)
+                if _POSIX:
+                    os.chmod(directory, PRIVATE_DIR_MODE)  # mkdir's mode passes the umask
         return
     if fix_existing:
         tighten_mode(path, PRIVATE_DIR_MODE)
+
+
+def ensure_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it is missing; tighten it if it exists.
+
+    For files another library creates (SQLite's database): created first by us,
+    they never exist with the umask's mode, not even for an instant.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        tighten_mode(path, PRIVATE_FILE_MODE)
+        return
+    try:
+        if _POSIX:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
 
 
 def tighten_mode(path: Path, mode: int) -> None:

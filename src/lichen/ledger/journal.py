@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lichen.identity.signing import public_raw, sign, verify
 
 __all__ = [
+    "ENTRY_KINDS",
     "GENESIS_HASH",
+    "MAX_AMOUNT",
     "EntryKind",
     "JournalEntry",
     "compute_hash",
@@ -35,7 +37,9 @@ GENESIS_HASH = "0" * 64  # prev_hash of the first entry
 HASH_DOMAIN = b"lichen-journal-v1"
 SIGNATURE_DOMAIN = b"lichen-journal-sig-v1"
 
-EntryKind = Literal["grant", "settle"]
+EntryKind = Literal["grant", "settle", "hold", "release", "forfeit"]
+ENTRY_KINDS: tuple[EntryKind, ...] = ("grant", "settle", "hold", "release", "forfeit")
+MAX_AMOUNT = 10**15  # micro-credits per entry (a billion credits); far below 2**63
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -50,8 +54,8 @@ class JournalEntry:
     debit: str  # ledger account that pays
     credit: str  # ledger account that receives
     amount: int  # micro-credits, >= 0
-    receipt_hash: str | None  # settle: the receipt this pays for; grant: None
-    memo: str  # grant: the operator's reason; settle: ""
+    receipt_hash: str | None  # settle/hold/release/forfeit: the receipt concerned; grant: None
+    memo: str  # grant: the operator's reason; hold: "due_ms=<ms>"; forfeit: the reason
     recorded_ms: int
     entry_hash: str
     signer_key: bytes  # raw network public key
@@ -105,6 +109,8 @@ def seal(
     """A new entry: hashed onto ``prev_hash`` and signed with ``network_key``."""
     if amount < 0:
         raise ValueError("a journal amount is never negative; swap debit and credit")
+    if amount > MAX_AMOUNT:
+        raise ValueError(f"a journal amount is at most {MAX_AMOUNT} micro-credits")
     if debit == credit:
         raise ValueError("an entry moves credits between two different accounts")
     digest = compute_hash(

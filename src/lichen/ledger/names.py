@@ -6,7 +6,9 @@ Ledger accounts are opaque strings, so the journal never holds personal data:
 - ``owner:<hex account public key>``: the owner of one or more nodes (is paid);
 - ``system:issuance``: the only source of new credits; operator grants debit it,
   so its balance is minus everything ever granted and the sum over all accounts
-  is always zero.
+  is always zero;
+- ``system:escrow``: holds what consumers paid for jobs whose audit window is
+  still open; its balance is the sum of every pending (held) amount.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 from lichen.identity.signing import PUBLIC_KEY_SIZE
 
 ISSUANCE = "system:issuance"
+ESCROW = "system:escrow"
 USER_PREFIX = "user:"
 OWNER_PREFIX = "owner:"
 
@@ -36,4 +39,4 @@ def owner_account(account_key: bytes) -> str:
 
 def is_ledger_account(name: str) -> bool:
     """True for the names above (and nothing else)."""
-    return name == ISSUANCE or bool(_USER.match(name) or _OWNER.match(name))
+    return name in (ISSUANCE, ESCROW) or bool(_USER.match(name) or _OWNER.match(name))

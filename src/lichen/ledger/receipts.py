@@ -32,6 +32,7 @@ __all__ = [
     "Receipt",
     "ReceiptSigner",
     "VerifiedReceipt",
+    "claimed_usage",
     "countersign",
     "receipt_hash",
     "sign_receipt",
@@ -142,6 +143,19 @@ def verify_receipt(data: bytes) -> VerifiedReceipt:
     if not verify(cert.device_key, receipt.signature, _signed_bytes(receipt)):
         raise _invalid("receipt signature does not verify (forged or altered)")
     return VerifiedReceipt(receipt=receipt, certificate=cert, hash=receipt_hash(data), data=data)
+
+
+def claimed_usage(data: bytes) -> Usage | None:
+    """The usage a receipt claims, decoded without checking it (None if malformed).
+
+    For bounding a charge only: the ledger verifies every receipt it settles.
+    """
+    if not isinstance(data, bytes) or not data or len(data) > MAX_RECEIPT_BYTES:
+        return None
+    try:
+        return _decoder.decode(data).usage
+    except msgspec.DecodeError:
+        return None
 
 
 def _countersigned_bytes(hash_hex: str, consumer: str, payee: str, amount: int) -> bytes:

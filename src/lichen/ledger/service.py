@@ -9,6 +9,11 @@ appends are *group-committed*: callers queue their operation, and whoever holds
 the process's asyncio lock writes every queued operation in one transaction, so
 a burst of settlements costs a few transactions instead of one each.
 
+Failures are isolated per operation: an operation the database refuses fails the
+whole group commit, which is then retried one operation per transaction, so one
+poisoned receipt never fails the honest settlements queued with it. Amounts and
+token counts are range-checked first (``AMOUNT_OUT_OF_RANGE``).
+
 Settlement never refuses for lack of funds (the answer was already served); the
 gateway refuses requests up front (402) when credits are enforced. It does refuse
 receipts that are forged, altered, replayed (same bytes or same job twice), or
@@ -20,30 +25,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lichen.clock import Clock, system_clock, to_ms
 from lichen.errors import ErrorCode, LichenError
 from lichen.ledger import pricing
-from lichen.ledger.journal import GENESIS_HASH, JournalEntry, seal
-from lichen.ledger.names import ISSUANCE, is_ledger_account, owner_account
+from lichen.ledger.batch import ENTRY_COLUMNS, Batch, dialect_insert, entry_from_row, flush
+from lichen.ledger.escrow import (
+    CLOSE_LIMIT,
+    PENDING,
+    close_pending,
+    escrow_row,
+    hold_memo,
+    pending_total,
+)
+from lichen.ledger.journal import GENESIS_HASH, MAX_AMOUNT, JournalEntry, seal
+from lichen.ledger.names import ESCROW, ISSUANCE, is_ledger_account, owner_account
 from lichen.ledger.receipts import VerifiedReceipt, countersign, verify_receipt
 from lichen.storage.accounts_tables import (
     LedgerBalanceRow,
+    LedgerEscrowRow,
     LedgerHeadRow,
     LedgerJournalRow,
     LedgerReceiptRow,
 )
 from lichen.wire.messages import Usage
+
+__all__ = ["ENTRY_COLUMNS", "MAX_TOKENS", "Claim", "Ledger", "Settlement", "entry_from_row"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +67,7 @@ Price = Callable[[str, Usage], int]
 MAX_BATCH = 256
 MAX_ATTEMPTS = 8
 MEMO_MAX = 500
+MAX_TOKENS = 2**31 - 1  # token counts a settlement may price (the receipt table's INTEGER)
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 
@@ -64,6 +80,9 @@ class Claim:
     peer_id: str | None = None  # the node that served, as authenticated on its link
     job_id: str | None = None  # the job the gateway ran
     model: str | None = None  # the model the gateway routed to
+    # What the gateway counted (and bounded) itself; priced instead of the receipt's
+    # own claim. None: price the receipt's usage (tests, tools without a gateway).
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,33 +93,31 @@ class Settlement:
     consumer: str
     payee: str
     amount: int  # micro-credits
+    due_ms: int | None = None  # held in escrow until then (None: paid at once)
 
 
 @dataclass
 class _Op:
-    kind: str  # "settle" | "grant"
+    kind: str  # "settle" | "grant" | "release" | "forfeit"
     future: asyncio.Future[Any]
     verified: VerifiedReceipt | None = None
     consumer: str = ""
-    account: str = ""
+    usage: Usage | None = None  # settle: the usage to price
+    account: str = ""  # grant: who receives
     amount: int = 0
-    memo: str = ""
+    memo: str = ""  # grant: reason; forfeit: reason
+    peer_id: str = ""  # forfeit: the node
+    now_ms: int | None = None  # release: the time to release up to
     taken: bool = False
 
 
-@dataclass
-class _Batch:
-    seq: int
-    prev: str
-    receipts: list[dict[str, Any]] = field(default_factory=list)
-    entries: list[JournalEntry] = field(default_factory=list)
-    deltas: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    hashes: set[str] = field(default_factory=set)
-    jobs: set[str] = field(default_factory=set)
-
-
 class Ledger:
-    """Append-only, hash-chained, double-entry journal of micro-credits."""
+    """Append-only, hash-chained, double-entry journal of micro-credits.
+
+    ``audit_window_ms`` > 0 holds every settlement in escrow (``system:escrow``)
+    for that long; :meth:`release_due` pays the node's owner afterwards, and
+    :meth:`forfeit_pending` refunds the payers of a node that failed an audit.
+    """
 
     def __init__(
         self,
@@ -109,11 +126,13 @@ class Ledger:
         *,
         clock: Clock = system_clock,
         price: Price = pricing.cost,
+        audit_window_ms: int = 0,
     ) -> None:
         self._engine = engine
         self._key = network_key
         self._clock = clock
         self._price = price
+        self.audit_window_ms = max(0, audit_window_ms)
         self._lock = asyncio.Lock()
         self._pending: list[_Op] = []
         self._head_ready = False
@@ -121,8 +140,9 @@ class Ledger:
     # --- writes -------------------------------------------------------------------------
 
     async def settle(self, claim: Claim) -> Settlement:
-        """Debit the consumer, credit the node's owner, by the receipt's priced usage."""
-        if not is_ledger_account(claim.consumer) or claim.consumer == ISSUANCE:
+        """Debit the consumer by the priced usage; credit the node's owner, or escrow
+        until the audit window closes."""
+        if not is_ledger_account(claim.consumer) or claim.consumer in (ISSUANCE, ESCROW):
             raise LichenError(
                 ErrorCode.INVALID_REQUEST, f"not a consumer account: {claim.consumer}"
             )
@@ -134,27 +154,68 @@ class Ledger:
             raise _invalid("receipt is for another job")
         if claim.model is not None and receipt.model != claim.model:
             raise _invalid("receipt names another model than the one routed")
-        result: Settlement = await self._submit(
-            _Op("settle", self._future(), verified=verified, consumer=claim.consumer)
-        )
+        usage = claim.usage or receipt.usage
+        for tokens in (usage.prompt_tokens, usage.completion_tokens):
+            if not 0 <= tokens <= MAX_TOKENS:
+                raise _out_of_range(f"token count {tokens} is outside 0..{MAX_TOKENS}")
+        op = _Op("settle", self._future(), verified=verified, consumer=claim.consumer, usage=usage)
+        result: Settlement = await self._submit(op)
         return result
 
     async def grant(self, account: str, amount: int, *, reason: str) -> JournalEntry:
         """An operator grant: new credits from ``system:issuance`` to ``account``, logged."""
-        if not is_ledger_account(account) or account == ISSUANCE:
+        if not is_ledger_account(account) or account in (ISSUANCE, ESCROW):
             raise LichenError(ErrorCode.INVALID_REQUEST, f"not a ledger account: {account}")
         if amount <= 0:
             raise LichenError(ErrorCode.INVALID_REQUEST, "a grant must be positive")
-        reason = reason.strip()
-        if not reason or len(reason) > MEMO_MAX:
-            raise LichenError(
-                ErrorCode.INVALID_REQUEST, f"a grant needs a reason of 1-{MEMO_MAX} characters"
-            )
+        if amount > MAX_AMOUNT:
+            raise _out_of_range(f"a grant is at most {MAX_AMOUNT} micro-credits")
+        reason = _reason(reason)
         entry: JournalEntry = await self._submit(
             _Op("grant", self._future(), account=account, amount=amount, memo=reason)
         )
         log.info("operator grant #%d: %d micro-credits to %s", entry.seq, amount, account)
         return entry
+
+    async def forfeit_pending(self, peer_id: str, *, reason: str) -> int:
+        """Forfeit every pending (escrowed) credit of node ``peer_id``'s jobs: each goes
+        back to the payer of that job. Returns the micro-credits forfeited."""
+        reason = _reason(reason)
+        total = 0
+        while True:
+            closed: tuple[int, int] = await self._submit(
+                _Op("forfeit", self._future(), peer_id=peer_id, memo=reason)
+            )
+            total += closed[1]
+            if closed[0] < CLOSE_LIMIT:
+                break
+        if total:
+            log.warning("forfeited %d escrowed micro-credits of node %s", total, peer_id)
+        return total
+
+    async def release_due(self, now_ms: int | None = None) -> int:
+        """Pay node owners every hold whose audit window closed by ``now_ms`` (default:
+        now); returns the micro-credits released."""
+        until = to_ms(self._clock()) if now_ms is None else now_ms
+        if not await self._any_due(until):  # the common case: no write lock taken
+            return 0
+        total = 0
+        while True:
+            op = _Op("release", self._future(), now_ms=until)
+            closed: tuple[int, int] = await self._submit(op)
+            total += closed[1]
+            if closed[0] < CLOSE_LIMIT:
+                break
+        return total
+
+    async def _any_due(self, until_ms: int) -> bool:
+        query = (
+            select(LedgerEscrowRow.receipt_hash)
+            .where(LedgerEscrowRow.state == PENDING, LedgerEscrowRow.due_ms <= until_ms)
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            return (await conn.scalar(query)) is not None
 
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
@@ -178,17 +239,20 @@ class Ledger:
             await self._ensure_head()
             results = await self._with_retries(ops)
         except Exception as exc:
+            if len(ops) == 1:
+                _resolve(ops[0], exc)
+                return
+            # Isolation: one poisoned operation must not fail the honest ones.
+            log.warning("ledger batch of %d failed (%s); committing each alone", len(ops), exc)
             for op in ops:
-                if not op.future.done():
-                    op.future.set_exception(exc)
+                try:
+                    (result,) = await self._with_retries([op])
+                except Exception as alone:
+                    result = alone
+                _resolve(op, result)
             return
         for op, result in zip(ops, results, strict=True):
-            if op.future.done():
-                continue
-            if isinstance(result, LichenError):
-                op.future.set_exception(result)
-            else:
-                op.future.set_result(result)
+            _resolve(op, result)
 
     async def _with_retries(self, ops: list[_Op]) -> list[Any]:
         for attempt in range(MAX_ATTEMPTS):
@@ -205,7 +269,7 @@ class Ledger:
         if self._head_ready:
             return
         async with self._engine.begin() as conn:
-            stmt = _dialect_insert(conn)(LedgerHeadRow).values(id=1, seq=0, entry_hash=GENESIS_HASH)
+            stmt = dialect_insert(conn)(LedgerHeadRow).values(id=1, seq=0, entry_hash=GENESIS_HASH)
             await conn.execute(stmt.on_conflict_do_nothing(index_elements=[LedgerHeadRow.id]))
         self._head_ready = True
 
@@ -220,22 +284,29 @@ class Ledger:
                     .with_for_update()
                 )
             ).one()
-            batch = _Batch(seq=head.seq, prev=head.entry_hash)
+            batch = Batch(seq=head.seq, prev=head.entry_hash)
             now_ms = to_ms(self._clock())
             results: list[Any] = []
             for op in ops:
                 if op.kind == "settle":
                     results.append(await self._settle_one(conn, batch, op, now_ms))
-                else:
+                elif op.kind == "grant":
                     results.append(self._grant_one(batch, op, now_ms))
-            await self._write(conn, batch)
+                else:
+                    results.append(await self._close_one(conn, batch, op, now_ms))
+            await flush(conn, batch)
+            await conn.execute(
+                update(LedgerHeadRow)
+                .where(LedgerHeadRow.id == 1)
+                .values(seq=batch.seq, entry_hash=batch.prev)
+            )
             await conn.commit()
         return results
 
     async def _settle_one(
-        self, conn: AsyncConnection, batch: _Batch, op: _Op, now_ms: int
+        self, conn: AsyncConnection, batch: Batch, op: _Op, now_ms: int
     ) -> Settlement | LichenError:
-        assert op.verified is not None
+        assert op.verified is not None and op.usage is not None
         verified = op.verified
         receipt = verified.receipt
         if verified.hash in batch.hashes or receipt.job_id in batch.jobs:
@@ -255,17 +326,20 @@ class Ledger:
         payee = owner_account(verified.owner_key)
         if payee == op.consumer:
             return _invalid("a node's owner cannot pay itself")
-        amount = self._price(receipt.model, receipt.usage)
+        amount = self._price(receipt.model, op.usage)
+        if not 0 <= amount <= MAX_AMOUNT:
+            return _out_of_range(f"a settlement is at most {MAX_AMOUNT} micro-credits")
+        due_ms = now_ms + self.audit_window_ms if self.audit_window_ms else None
         entry = seal(
             self._key,
             seq=batch.seq + 1,
             prev_hash=batch.prev,
-            kind="settle",
+            kind="settle" if due_ms is None else "hold",
             debit=op.consumer,
-            credit=payee,
+            credit=payee if due_ms is None else ESCROW,
             amount=amount,
             receipt_hash=verified.hash,
-            memo="",
+            memo="" if due_ms is None else hold_memo(due_ms),
             recorded_ms=now_ms,
         )
         batch.receipts.append(
@@ -276,8 +350,8 @@ class Ledger:
                 "consumer": op.consumer,
                 "payee": payee,
                 "model": receipt.model,
-                "prompt_tokens": receipt.usage.prompt_tokens,
-                "completion_tokens": receipt.usage.completion_tokens,
+                "prompt_tokens": op.usage.prompt_tokens,  # as settled, not as claimed
+                "completion_tokens": op.usage.completion_tokens,
                 "amount": amount,
                 "body": verified.data,
                 "countersignature": countersign(
@@ -287,9 +361,22 @@ class Ledger:
                 "recorded_ms": now_ms,
             }
         )
+        if due_ms is not None:
+            batch.escrows.append(
+                escrow_row(
+                    receipt_hash=verified.hash,
+                    node_peer_id=receipt.node_peer_id,
+                    payer=op.consumer,
+                    payee=payee,
+                    amount=amount,
+                    hold_seq=entry.seq,
+                    due_ms=due_ms,
+                    now_ms=now_ms,
+                )
+            )
         batch.hashes.add(verified.hash)
         batch.jobs.add(receipt.job_id)
-        self._add(batch, entry)
+        batch.add(entry)
         return Settlement(
             seq=entry.seq,
             receipt_hash=verified.hash,
@@ -297,9 +384,10 @@ class Ledger:
             consumer=op.consumer,
             payee=payee,
             amount=amount,
+            due_ms=due_ms,
         )
 
-    def _grant_one(self, batch: _Batch, op: _Op, now_ms: int) -> JournalEntry:
+    def _grant_one(self, batch: Batch, op: _Op, now_ms: int) -> JournalEntry:
         entry = seal(
             self._key,
             seq=batch.seq + 1,
@@ -312,33 +400,26 @@ class Ledger:
             memo=op.memo,
             recorded_ms=now_ms,
         )
-        self._add(batch, entry)
+        batch.add(entry)
         return entry
 
-    @staticmethod
-    def _add(batch: _Batch, entry: JournalEntry) -> None:
-        batch.entries.append(entry)
-        batch.seq, batch.prev = entry.seq, entry.entry_hash
-        batch.deltas[entry.debit] -= entry.amount
-        batch.deltas[entry.credit] += entry.amount
-
-    async def _write(self, conn: AsyncConnection, batch: _Batch) -> None:
-        if not batch.entries:
-            return
-        if batch.receipts:
-            await conn.execute(insert(LedgerReceiptRow), batch.receipts)
-        await conn.execute(insert(LedgerJournalRow), [_entry_row(e) for e in batch.entries])
-        stmt = _dialect_insert(conn)(LedgerBalanceRow)
-        upsert = stmt.on_conflict_do_update(
-            index_elements=[LedgerBalanceRow.account],
-            set_={"balance": LedgerBalanceRow.balance + stmt.excluded.balance},
-        )
-        rows = [{"account": a, "balance": d} for a, d in sorted(batch.deltas.items())]
-        await conn.execute(upsert, rows)
-        await conn.execute(
-            update(LedgerHeadRow)
-            .where(LedgerHeadRow.id == 1)
-            .values(seq=batch.seq, entry_hash=batch.prev)
+    async def _close_one(
+        self, conn: AsyncConnection, batch: Batch, op: _Op, now_ms: int
+    ) -> tuple[int, int]:
+        await flush(conn, batch)  # holds made earlier in this batch are closable too
+        if op.kind == "forfeit":
+            where = LedgerEscrowRow.node_peer_id == op.peer_id
+            return await close_pending(
+                conn, batch, self._key, where=where, forfeit_reason=op.memo, now_ms=now_ms
+            )
+        until = now_ms if op.now_ms is None else op.now_ms
+        return await close_pending(
+            conn,
+            batch,
+            self._key,
+            where=LedgerEscrowRow.due_ms <= until,
+            forfeit_reason=None,
+            now_ms=max(now_ms, until),
         )
 
     # --- reads --------------------------------------------------------------------------
@@ -367,6 +448,14 @@ class Ledger:
             )
         return int(value or 0)
 
+    async def pending(self, account: str) -> int:
+        """Micro-credits held in escrow for ``account`` (a node owner), not yet available."""
+        return await pending_total(self._engine, payee=account)
+
+    async def pending_for_node(self, peer_id: str) -> int:
+        """Micro-credits held in escrow for jobs served by node ``peer_id``."""
+        return await pending_total(self._engine, peer_id=peer_id)
+
     async def history(self, account: str, *, limit: int = 100) -> list[JournalEntry]:
         """Entries that moved credits in or out of ``account``, newest first."""
         query = (
@@ -378,60 +467,6 @@ class Ledger:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [entry_from_row(row) for row in rows]
-
-
-ENTRY_COLUMNS = (
-    LedgerJournalRow.seq,
-    LedgerJournalRow.prev_hash,
-    LedgerJournalRow.kind,
-    LedgerJournalRow.debit,
-    LedgerJournalRow.credit,
-    LedgerJournalRow.amount,
-    LedgerJournalRow.receipt_hash,
-    LedgerJournalRow.memo,
-    LedgerJournalRow.recorded_ms,
-    LedgerJournalRow.entry_hash,
-    LedgerJournalRow.signer_key,
-    LedgerJournalRow.signature,
-)
-
-
-def entry_from_row(row: Any) -> JournalEntry:
-    return JournalEntry(
-        seq=int(row.seq),
-        prev_hash=row.prev_hash,
-        kind=row.kind,
-        debit=row.debit,
-        credit=row.credit,
-        amount=int(row.amount),
-        receipt_hash=row.receipt_hash,
-        memo=row.memo,
-        recorded_ms=int(row.recorded_ms),
-        entry_hash=row.entry_hash,
-        signer_key=bytes(row.signer_key),
-        signature=bytes(row.signature),
-    )
-
-
-def _entry_row(entry: JournalEntry) -> dict[str, Any]:
-    return {
-        "seq": entry.seq,
-        "prev_hash": entry.prev_hash,
-        "entry_hash": entry.entry_hash,
-        "kind": entry.kind,
-        "debit": entry.debit,
-        "credit": entry.credit,
-        "amount": entry.amount,
-        "receipt_hash": entry.receipt_hash,
-        "memo": entry.memo,
-        "recorded_ms": entry.recorded_ms,
-        "signer_key": entry.signer_key,
-        "signature": entry.signature,
-    }
-
-
-def _dialect_insert(conn: AsyncConnection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def _retryable(exc: DBAPIError) -> bool:
@@ -449,3 +484,25 @@ def _replayed() -> LichenError:
 
 def _invalid(message: str) -> LichenError:
     return LichenError(ErrorCode.RECEIPT_INVALID, message)
+
+
+def _out_of_range(message: str) -> LichenError:
+    return LichenError(ErrorCode.AMOUNT_OUT_OF_RANGE, message)
+
+
+def _reason(reason: str) -> str:
+    reason = reason.strip()
+    if not reason or len(reason) > MEMO_MAX:
+        raise LichenError(
+            ErrorCode.INVALID_REQUEST, f"a reason of 1-{MEMO_MAX} characters is required"
+        )
+    return reason
+
+
+def _resolve(op: _Op, result: Any) -> None:
+    if op.future.done():
+        return
+    if isinstance(result, BaseException):
+        op.future.set_exception(result)
+    else:
+        op.future.set_result(result)

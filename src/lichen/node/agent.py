@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,10 @@ FATAL_CODES = {
 }
 
 
+# After our link ended, an identity_in_use refusal may be that link, not yet dropped by
+# the tracker (it drops a silent link after three heartbeats): retry for this long.
+OWN_LINK_GRACE_S = 30.0
+
 # While the operator has not approved this node, ask again this often at most.
 PENDING_RETRY_S = 3.0
 
@@ -74,6 +80,7 @@ class NodeConfig:
     telemetry: bool | None = False  # opted in to sending counters; None: the saved setting
     telemetry_interval_s: float = 60.0
     settings_dir: Path | None = None  # where the saved telemetry setting lives
+    tls: ssl.SSLContext | None = None  # trust for a wss:// tracker (None: the system's CAs)
 
 
 class NodeAgent:
@@ -98,6 +105,7 @@ class NodeAgent:
         self.pending = False  # the tracker holds this node for the operator's approval
         self._link: Link | None = None
         self._stopping = False
+        self._link_lost_at: float | None = None  # when our last joined link ended
         self._models_changed = asyncio.Event()
         self._sent_models: list[ModelInfo] | None = None
         if isinstance(engine, WatchesModels):
@@ -111,6 +119,12 @@ class NodeAgent:
                 await self._session()
                 delay = self.config.backoff_initial_s
             except LichenError as error:
+                if error.code is ErrorCode.IDENTITY_IN_USE and not self._own_link_may_linger():
+                    # Another process started from this data dir holds the link: retrying
+                    # would only make the two kick each other off.
+                    log.error("tracker refused this node: %s", error.message)
+                    self.fatal = error
+                    return
                 if error.code in FATAL_CODES:
                     if error.code is not ErrorCode.POLICY_FORBIDS:  # that one is ours
                         log.error("tracker refused this node: %s", error.message)
@@ -120,13 +134,30 @@ class NodeAgent:
                     if not self.pending:
                         log.warning("%s", error.message)
                     self.pending = True
+                elif error.code is ErrorCode.IDENTITY_IN_USE:
+                    log.warning(
+                        "%s; retrying (our previous link may not have closed yet)", error.message
+                    )
                 else:
                     log.warning("link to tracker failed: %s", error.message)
+            except ssl.SSLCertVerificationError as exc:
+                # An untrusted certificate will not fix itself by retrying.
+                self.fatal = LichenError(
+                    ErrorCode.HANDSHAKE_FAILED,
+                    f"the tracker's TLS certificate is not trusted ({exc.verify_message}): "
+                    "set LICHEN_TLS_CA_FILE (--tls-ca) to the CA that signed it",
+                )
+                log.error("%s", self.fatal.message)
+                return
             except (OSError, LinkClosed, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-                log.info("tracker unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
+                if not self._stopping:  # our own shutdown closes the link: nothing to report
+                    log.info(
+                        "tracker unreachable (%s); retrying in %.1fs", type(exc).__name__, delay
+                    )
             finally:
                 if self.connected.is_set():  # a session ran: reconnect quickly
                     delay = self.config.backoff_initial_s
+                    self._link_lost_at = time.monotonic()
                 self.connected.clear()
                 self._link = None
             if self._stopping:
@@ -143,6 +174,7 @@ class NodeAgent:
             open_timeout=10,
             ping_interval=20,
             proxy=None,
+            ssl=(self.config.tls or True) if self.config.tracker_url.startswith("wss:") else None,
         ) as conn:
             link = ClientLink(conn)
             welcome, network_key = await client_handshake(
@@ -161,7 +193,12 @@ class NodeAgent:
             self._link = link
             self.connected.set()
             self.pending = False
-            log.info("joined tracker %s as %s", self.config.tracker_url, self.identity.peer_id)
+            log.info(
+                "joined tracker %s as %s; serving %s",
+                self.config.tracker_url,
+                self.identity.peer_id,
+                ", ".join(m.name for m in self._sent_models or []) or "no models",
+            )
             beat = asyncio.create_task(self._heartbeats(link, welcome.heartbeat_s))
             watch = asyncio.create_task(self._watch_models(link))
             tele = asyncio.create_task(self.privacy.telemetry_loop(link.send, self.engine))
@@ -173,6 +210,12 @@ class NodeAgent:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 self.runner.cancel_all()
+
+    def _own_link_may_linger(self) -> bool:
+        """Whether an ``identity_in_use`` refusal may be our own previous link, which the
+        tracker has not dropped yet (it does within a few heartbeats): worth a retry."""
+        lost = self._link_lost_at
+        return lost is not None and time.monotonic() - lost < OWN_LINK_GRACE_S
 
     def _manifest(self) -> Manifest:
         """The node's signed manifest for the models its engine serves right now."""
@@ -274,10 +317,11 @@ class NodeAgent:
         with contextlib.suppress(LinkClosed):
             await link.send(
                 Heartbeat(
-                    free_slots=0 if self.draining else load.free_slots,
+                    free_slots=0 if self.draining or load.stalled else load.free_slots,
                     queue_depth=load.queue_depth,
                     tokens_per_s=load.tokens_per_s,
-                    draining=self.draining,
+                    # a stalled engine takes no new work until it moves again
+                    draining=self.draining or load.stalled,
                 )
             )
 

@@ -1,4 +1,11 @@
-"""Running jobs on a node: engine events out as flow-controlled chunks."""
+"""Running jobs on a node: engine events out as flow-controlled chunks.
+
+A node takes at most its slots plus a bounded queue (:data:`QUEUE_PER_SLOT` jobs
+per slot) of jobs per model; past that it refuses a job at once with NO_CAPACITY,
+so the tracker fails over to another node (or answers 503) instead of letting jobs
+pile up without bound. (Clients that stop reading are cut loose by the tracker's
+stall timeout; per-client caps live in the gateway.)
+"""
 
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[Message], Awaitable[None]]
 
+QUEUE_PER_SLOT = 4  # jobs per slot that may wait for one (a model with 4 slots takes 20)
+
 
 class Job:
     """One running job; ``credit`` gates how many chunks may be unacknowledged."""
@@ -53,10 +62,19 @@ class RunnerStats:
 class JobRunner:
     """Owns the node's running jobs: start, credit, cancel, drain."""
 
-    def __init__(self, engine: Engine, receipts: ReceiptSigner | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        receipts: ReceiptSigner | None = None,
+        *,
+        queue_limit: int | None = None,
+    ) -> None:
         self.engine = engine
         self.receipts = receipts  # signs a receipt for every finished job (the ledger pays it)
+        self.queue_limit = queue_limit  # waiting jobs per model; None: QUEUE_PER_SLOT a slot
         self.jobs: dict[str, Job] = {}
+        self.refused = 0  # jobs refused because the model's slots and queue were full
+        self._replies: set[asyncio.Task[None]] = set()
         self.embeds: dict[str, asyncio.Task[None]] = {}
         self.stats = RunnerStats()
         self._idle = asyncio.Event()
@@ -67,9 +85,9 @@ class JobRunner:
 
     def start_embed(self, msg: EmbedStart, send: Send) -> None:
         self._idle.clear()
-        self.embeds[msg.job_id] = asyncio.create_task(
-            self._embed(msg, send), name=f"embed-{msg.job_id[:8]}"
-        )
+        task = asyncio.create_task(self._embed(msg, send), name=f"embed-{msg.job_id[:8]}")
+        self.embeds[msg.job_id] = task
+        task.add_done_callback(lambda _t: self._forget(msg.job_id))
 
     async def _embed(self, msg: EmbedStart, send: Send) -> None:
         try:
@@ -96,11 +114,43 @@ class JobRunner:
             if not self.jobs and not self.embeds:
                 self._idle.set()
 
+    def capacity(self, model: str) -> int:
+        """Jobs ``model`` may hold at once: its slots plus the queue."""
+        slots = max(1, sum(max(1, m.slots) for m in self.engine.models() if m.name == model))
+        queue = QUEUE_PER_SLOT * slots if self.queue_limit is None else self.queue_limit
+        return slots + queue
+
     def start(self, msg: JobStart, send: Send) -> None:
+        model = msg.request.model
+        running = sum(1 for j in self.jobs.values() if j.start.request.model == model)
+        if running >= self.capacity(model):
+            self.refused += 1
+            refusal = JobError(
+                job_id=msg.job_id,
+                code=ErrorCode.NO_CAPACITY.value,
+                message="the node's slots and queue are full",
+            )
+            reply = asyncio.create_task(self._reply(refusal, send))
+            self._replies.add(reply)
+            reply.add_done_callback(self._replies.discard)
+            return
         job = Job(msg)
         self.jobs[job.id] = job
         self._idle.clear()
         job.task = asyncio.create_task(self._run(job, send), name=f"job-{job.id[:8]}")
+        # A job cancelled before its task ran never reaches _run's clean-up: forget it here.
+        job.task.add_done_callback(lambda _t: self._forget(job.id))
+
+    def _forget(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
+        self.embeds.pop(job_id, None)
+        if not self.jobs and not self.embeds:
+            self._idle.set()
+
+    @staticmethod
+    async def _reply(msg: Message, send: Send) -> None:
+        with contextlib.suppress(LinkClosed, LichenError):
+            await send(msg)
 
     def credit(self, job_id: str, n: int) -> None:
         job = self.jobs.get(job_id)
@@ -150,6 +200,7 @@ class JobRunner:
                             text=event.text,
                             tokens=event.tokens,
                             tool_calls=event.tool_calls,
+                            logprobs=event.logprobs,
                         )
                     )
                     seq += 1

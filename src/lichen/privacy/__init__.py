@@ -1,4 +1,4 @@
-"""Privacy as code (ARCHITECTURE.md section 7): one policy file, enforced everywhere.
+"""Privacy as code (docs/architecture.md section 10): one policy file, enforced everywhere.
 
 ``policy`` (model, presets), ``signing`` (the tracker's signature), ``guard``
 (storage refuses forbidden writes), ``retention`` (sweeper), ``audit``, ``content``

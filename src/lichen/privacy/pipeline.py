@@ -217,9 +217,14 @@ class PrivacyRun:
                 calls = event.tool_calls if isinstance(event, Delta) and not blocked else ""
                 if calls and self.pseudonymizer is not None:
                     calls = self.pseudonymizer.restore(calls)
-                if text or calls:
+                # token log probabilities describe the node's text: only while nothing
+                # rewrites or holds back that text (pseudonymization, output screening)
+                plain = isinstance(event, Delta) and screen is None and restorer is None
+                logprobs = event.logprobs if isinstance(event, Delta) and plain else ""
+                if text or calls or logprobs:
                     answer.append(text)
-                    yield Delta(text, event.tokens if isinstance(event, Delta) else 0, calls)
+                    tokens_here = event.tokens if isinstance(event, Delta) else 0
+                    yield Delta(text, tokens_here, calls, logprobs)
                 if blocked:
                     finish = Finish(CONTENT_FILTER, Usage(0, tokens))
                     await self._keep("".join(answer), finish)

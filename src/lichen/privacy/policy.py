@@ -26,7 +26,7 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 
 
 class DataClass(enum.StrEnum):
-    """Every kind of data Lichen handles (ARCHITECTURE.md section 7)."""
+    """Every kind of data Lichen handles (docs/architecture.md section 10)."""
 
     PROMPT = "prompt"
     COMPLETION = "completion"
@@ -159,6 +159,13 @@ class PseudonymizeRules(_Strict):
     entities: list[str] = Field(default_factory=list)  # empty: every entity we detect
 
 
+class AuditRules(_Strict):
+    """Audits of real requests: a share re-scored by the tracker's reference (issue 11)."""
+
+    traffic_share: float = Field(default=0.0, ge=0.0, le=1.0)  # share of real requests
+    verifier_trust: str = "owner"  # trust level of the verifier (the operator's tracker)
+
+
 class Policy(_Strict):
     """A network's whole data-handling policy."""
 
@@ -176,6 +183,7 @@ class Policy(_Strict):
         default_factory=lambda: {"standard": ["owner", "trusted", "community"]}
     )
     data: dict[DataClass, DataRule] = Field(default_factory=dict)
+    audits: AuditRules = AuditRules()
 
     @field_validator("name")
     @classmethod
@@ -224,6 +232,11 @@ class Policy(_Strict):
 
     def retention_s(self, data_class: DataClass | str) -> int | None:
         return self.rule(data_class).retention_s
+
+    def audit_share(self, privacy_class: str) -> float:
+        """Share of real ``privacy_class`` requests the verifier may re-score (0: none)."""
+        levels = self.privacy_classes.get(privacy_class) or ()
+        return self.audits.traffic_share if self.audits.verifier_trust in levels else 0.0
 
     def allowed_trust(self, privacy_class: str) -> frozenset[str]:
         """Trust levels allowed to serve ``privacy_class``; raises for an unknown class."""

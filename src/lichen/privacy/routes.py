@@ -19,7 +19,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lichen.accounts.tokens import looks_like_api_key
 from lichen.errors import ErrorCode, LichenError
+from lichen.gateway.guard import GUARD_STATE
 from lichen.privacy.content import ContentRepository, subject_of
 from lichen.privacy.pipeline import DELETION_TOKEN_HEADER, REQUEST_ID_HEADER, bearer_token
 from lichen.privacy.policy import Policy
@@ -63,6 +65,40 @@ class DisclosureMiddleware:
         await self.app(scope, receive, send_with_header)
 
 
+FEED_LIMIT_MAX = 100
+
+
+def _feed_limit(raw: str | None) -> int:
+    """``?limit=``: 1..100 (default 50); anything else is a 400, not a crash."""
+    if raw is None or raw == "":
+        return 50
+    if not raw.isdigit() or not 1 <= int(raw) <= FEED_LIMIT_MAX:
+        raise LichenError(
+            ErrorCode.INVALID_REQUEST,
+            f"limit must be a whole number between 1 and {FEED_LIMIT_MAX}",
+            param="limit",
+        )
+    return int(raw)
+
+
+async def _verified_subject(request: Request) -> str | None:
+    """The kept-data subject of a *verified* Lichen API key, else None.
+
+    Kept rows carry a pseudonym of the bearer value they were sent with, so an
+    unverified bearer (an OpenAI client's placeholder such as ``Bearer unused``,
+    shared by many anonymous users) must never select rows to delete: only a key
+    the gateway's authenticator accepts does (unknown or revoked keys get 401).
+    """
+    secret = bearer_token(request.headers)
+    guard = getattr(request.app.state, GUARD_STATE, None)
+    if not secret or not looks_like_api_key(secret) or guard is None:
+        return None
+    principal = await guard.authenticator.principal(request)
+    if principal.kind != "api_key":
+        return None
+    return subject_of(secret, None)
+
+
 def _html(template: str, **context: Any) -> HTMLResponse:
     return HTMLResponse(_templates.get_template(template).render(**context))
 
@@ -96,7 +132,7 @@ def install_privacy(app: FastAPI, service: PrivacyService) -> None:
         return content()
 
     async def feed_json(request: Request) -> Response:
-        limit = int(request.query_params.get("limit", "50") or 50)
+        limit = _feed_limit(request.query_params.get("limit"))
         posts = await feed_enabled().feed(limit)
         return JSONResponse({"object": "list", "data": [p.feed_json() for p in posts]})
 
@@ -129,11 +165,11 @@ def install_privacy(app: FastAPI, service: PrivacyService) -> None:
         if token and request_id:
             deleted = 1 if await repo.delete_by_token(request_id, token) else 0
             return JSONResponse({"deleted": deleted})
-        subject = subject_of(bearer_token(request.headers), None)
+        subject = await _verified_subject(request)
         if subject is None:
             raise LichenError(
                 ErrorCode.UNAUTHORIZED,
-                "authenticate with your API key (Authorization: Bearer ...), or send "
+                "authenticate with your Lichen API key (Authorization: Bearer lk-...), or send "
                 f"{REQUEST_ID_HEADER} and {DELETION_TOKEN_HEADER}",
             )
         return JSONResponse({"deleted": await repo.delete_subject(subject)})

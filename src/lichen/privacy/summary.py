@@ -132,6 +132,21 @@ def _classes(policy: Policy) -> list[str]:
     return items
 
 
+def _audits(policy: Policy) -> list[str]:
+    share = policy.audits.traffic_share
+    if share <= 0:
+        return [
+            "Nodes are checked with test prompts that ship with Lichen; your requests are"
+            " never re-checked."
+        ]
+    classes = _join(sorted(c for c in policy.privacy_classes if policy.audit_share(c) > 0))
+    return [
+        f"To catch dishonest nodes, about {share:.1%} of requests ({classes or 'none'}) are"
+        f" re-scored by the network's own {policy.audits.verifier_trust} verifier, which sees the"
+        " prompt and the answer; the evidence keeps no text unless answers are stored."
+    ]
+
+
 def _telemetry(policy: Policy) -> list[str]:
     if not policy.telemetry.opt_in:
         return ["No telemetry is collected."]
@@ -149,7 +164,7 @@ def policy_document(policy: Policy, source: str = "") -> PolicyDocument:
         PolicySection("Prompts and answers", items=_handling(policy)),
         PolicySection("Before your request reaches a node", items=_pipeline(policy)),
         PolicySection("What is stored, where, for how long", items=stored),
-        PolicySection("Who may serve your request", items=_classes(policy)),
+        PolicySection("Who may serve your request", items=_classes(policy) + _audits(policy)),
         PolicySection("Telemetry", items=_telemetry(policy)),
         PolicySection(
             "Check it yourself",

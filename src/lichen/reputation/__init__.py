@@ -1,5 +1,5 @@
 """Node reputation that the scheduler reads: decaying success rate, latency, volume,
-persisted so it survives restarts (ARCHITECTURE.md section 6)."""
+persisted so it survives restarts (docs/architecture.md section 7)."""
 
 from __future__ import annotations
 

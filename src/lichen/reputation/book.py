@@ -111,6 +111,18 @@ class ReputationBook:
         record.updated = now
         self._dirty.add(peer_id)
 
+    def reliability(self, peer_id: str) -> float | None:
+        """Share of ``peer_id``'s jobs that finished (all time; None before its first job).
+
+        This is what people read as a node's reputation: a node that never failed shows
+        100%. ``score`` also discounts new identities and forgets with time, which suits
+        the scheduler but reads as an unexplained 80% on a node with a perfect record.
+        """
+        record = self._records.get(peer_id)
+        if record is None or record.jobs + record.failures == 0:
+            return None
+        return record.jobs / (record.jobs + record.failures)
+
     def forget(self, peer_id: str) -> None:
         self._records.pop(peer_id, None)
         self._dirty.discard(peer_id)

@@ -17,15 +17,17 @@ from dataclasses import dataclass
 
 from lichen.config import Settings
 from lichen.errors import LichenError
+from lichen.identity._files import ensure_private_dir
 from lichen.identity.certs import verify_device_certificate
 from lichen.identity.store import Identity, load_identity, now_ms
 from lichen.models import ModelStore, Progress
+from lichen.models.network import NetworkModels
 from lichen.node.agent import NodeAgent, NodeConfig
 from lichen.node.join import resolve_join
 from lichen.privacy.node_side import node_privacy_options
 from lichen.roles.engine import install_model
 from lichen.roles.node_engine import start_node_engine, start_node_metrics
-from lichen.server import install_shutdown_signals
+from lichen.server import client_tls, install_shutdown_signals
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +48,36 @@ async def run_node(
     progress: Progress | None = None,
     on_ready: Callable[[NodeReady], None] | None = None,
     stop: asyncio.Event | None = None,
-    drain_timeout_s: float = 120.0,
+    drain_timeout_s: float | None = None,
 ) -> None:
-    """Serve ``models`` (default: ``settings.model``) to the tracker the invite names."""
-    stop = stop or install_shutdown_signals()
+    """Serve ``models`` (default: ``settings.model``) to the tracker the invite names.
+
+    ``drain_timeout_s`` defaults to ``settings.shutdown_grace_s``; after it (plus a
+    margin for closing) a node stuck in an engine call exits anyway.
+    """
+    stop = stop or install_shutdown_signals(settings.shutdown_grace_s)
+    if drain_timeout_s is None:
+        drain_timeout_s = settings.shutdown_grace_s
+    ensure_private_dir(settings.data_dir, fix_existing=True)  # keys, join.json, secrets
     target = resolve_join(settings.data_dir, join)
     identity = load_identity(settings.data_dir, node_name=settings.node_name or "")
     name = settings.node_name or _certified_name(identity) or socket.gethostname()
     store = ModelStore(settings.models_path)
-    installed = [
-        await asyncio.to_thread(install_model, store, spec, progress)
-        for spec in (models or ([settings.model] if settings.local_model else []))
-    ]
+    network = NetworkModels(  # catalog names come verified through the network (issue 14)
+        store,
+        identity,
+        tracker_url=target.tracker_url,
+        network_key=target.network_key,
+        invite=target.invite,
+        fallback=install_model,
+        tls=client_tls(settings.tls_ca_file),
+        chunk_port=settings.chunk_port,
+        chunk_host=settings.host,
+    )
+    specs = models or ([settings.model] if settings.local_model else [])
+    installed = await network.install_all(specs, progress, stop)
+    if installed is None:
+        return  # stopped while fetching models; the next start resumes the download
     engine = await start_node_engine(settings, installed)
     agent = NodeAgent(
         identity,
@@ -67,12 +87,14 @@ async def run_node(
             name=name,
             invite=target.invite,
             network_key=target.network_key,
+            tls=client_tls(settings.tls_ca_file),
             **node_privacy_options(settings),
         ),
     )
     metrics = await start_node_metrics(settings, agent, engine)
     task = asyncio.create_task(agent.run(), name="node-agent")
     stopper = asyncio.create_task(stop.wait(), name="node-stop")
+    seeder = asyncio.create_task(network.seed(), name="model-seeder")  # peers fetch our chunks
     try:
         if on_ready is not None:
             served = [m.name for m in engine.models()]
@@ -83,9 +105,10 @@ async def run_node(
             await agent.drain(timeout=drain_timeout_s)
     finally:
         stopper.cancel()
+        seeder.cancel()
         await agent.stop()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(task, stopper, return_exceptions=True)
+            await asyncio.gather(task, stopper, seeder, return_exceptions=True)
         if metrics is not None:
             await metrics.stop()
         await engine.close()

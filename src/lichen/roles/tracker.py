@@ -13,33 +13,44 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import time
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lichen import __version__
+from lichen.audit.service import AuditService
 from lichen.config import Settings
 from lichen.gateway.accounting import Accounting
 from lichen.gateway.app import GatewayDeps, create_app
+from lichen.gateway.body_limit import BodyLimitMiddleware, BodyLimits
 from lichen.gateway.completions import CompletionService
+from lichen.gateway.errors import install_error_handlers
+from lichen.gateway.limits import RequestLimits
+from lichen.gateway.operator import OperatorGate
+from lichen.gateway.origin import HostPolicy, OriginGuardMiddleware
+from lichen.identity._files import ensure_private_dir
 from lichen.identity.store import Identity, now_ms
 from lichen.metrics import GatewayMetrics, TrackerCollector, metrics_endpoint
+from lichen.models.catalog import lookup as catalog_lookup
 from lichen.node.join import dial_url
 from lichen.privacy.runtime import PrivacyRuntime
 from lichen.routing.router import Router
 from lichen.routing.scheduler import Scheduler
-from lichen.server import HttpServer
+from lichen.server import HttpOptions, HttpServer, pinned_tls
 from lichen.storage.engine import create_engine, migrate
 from lichen.storage.membership import MembershipRepository
 from lichen.storage.repositories import RequestLogRepository
 from lichen.tracker.api import mount_tracker
 from lichen.tracker.membership import AdmissionLimiter, InviteAdmission, SeenBuffer
+from lichen.tracker.model_routes import ModelService, mount_models
+from lichen.tracker.model_uploads import mount_uploads, uploader_auth
 from lichen.tracker.revocations import RevocationWatcher
 from lichen.tracker.service import NODE_PATH, TrackerService
 from lichen.transport.handshake import Peer
@@ -59,6 +70,7 @@ class TrackerInfo:
     pid: int
     network_key: str  # hex of the network public key
     started_ms: int
+    tls_certfile: str = ""  # the served certificate: local CLI calls trust exactly it
 
 
 def read_tracker_info(data_dir: Path) -> TrackerInfo | None:
@@ -77,11 +89,11 @@ def read_tracker_info(data_dir: Path) -> TrackerInfo | None:
     return info
 
 
-def node_url(public_url: str | None, host: str, port: int) -> str:
+def node_url(public_url: str | None, host: str, port: int, *, tls: bool = False) -> str:
     """The URL to put in invites: the configured public URL, else the bound address."""
     if public_url:
         return dial_url(public_url)
-    return f"ws://{_dial_host(host)}:{port}{NODE_PATH}"
+    return f"{'wss' if tls else 'ws'}://{_dial_host(host)}:{port}{NODE_PATH}"
 
 
 def _dial_host(host: str) -> str:
@@ -107,10 +119,16 @@ class TrackerStack:
     info: TrackerInfo
     metrics: CollectorRegistry  # /metrics of this process; a node in it adds its collector
     accounting: Accounting | None = None  # accounts, keys, quotas, ledger, reputation
+    audits: AuditService | None = None  # probes and verdicts (settings.audits)
+    local_tls: ssl.SSLContext | None = None  # a node in this process trusts our own cert
+    # /health problems from this process (e.g. its own engine's watchdog), appended by `up`
+    health_checks: list[Callable[[], str | None]] = field(default_factory=list)
+    models: ModelService | None = None  # signed model catalog, chunk store, transfer links
 
 
 def _bare_app(tracker: TrackerService) -> FastAPI:
     app = FastAPI(title="Lichen tracker", version=__version__, docs_url=None, redoc_url=None)
+    install_error_handlers(app)  # typed errors (e.g. the operator gate's 401)
 
     async def health() -> JSONResponse:
         nodes = len(tracker.registry)
@@ -134,7 +152,10 @@ async def tracker_stack(
     seen: SeenBuffer | None = None
     privacy: PrivacyRuntime | None = None
     accounting: Accounting | None = None
+    audits: AuditService | None = None
+    models: ModelService | None = None
     runtime = settings.data_dir / RUNTIME_FILE
+    ensure_private_dir(settings.data_dir, fix_existing=True)  # database, keys, kept data
     try:
         await migrate(settings.database)
         members = MembershipRepository(db)
@@ -159,6 +180,8 @@ async def tracker_stack(
             seen=seen,
         )
         await admission.preload()  # reconnecting members need no database read
+        operator = OperatorGate.build(settings)  # /metrics, /v1/network, /ui/api/node
+        health_checks: list[Callable[[], str | None]] = []
         tracker = TrackerService(
             network_key=identity.network_key,
             admission=admission,
@@ -172,18 +195,29 @@ async def tracker_stack(
         reputation = accounting.reputation
         scheduler = Scheduler(tracker.registry, reputation)
         scheduler.trust_for = privacy.policy.allowed_trust
+        scheduler.alias_of = _catalog_name  # "smollm2" names smollm2-135m, as in the CLI
+        if settings.audits:  # probes re-scored by the tracker's reference models (issue 11)
+            audits = AuditService.for_tracker(
+                settings, db, tracker.registry, reputation, accounting.ledger, privacy.policy
+            )
+            scheduler.blocked = audits.quarantined
         metrics = CollectorRegistry()
         metrics.register(TrackerCollector(tracker.registry))
         if gateway:
             gateway_metrics = GatewayMetrics(metrics)
             completions = CompletionService(
-                router=Router(scheduler),
+                router=Router(
+                    scheduler,
+                    first_token_timeout_s=settings.first_token_timeout_s,
+                    stall_timeout_s=settings.stall_timeout_s,
+                ),
                 scheduler=scheduler,
                 max_request_bytes=settings.max_request_bytes,
                 timeout_s=settings.request_timeout_s,
                 record=RequestLogRepository(db).record,
                 metrics=gateway_metrics,
                 pipeline=privacy.pipeline,
+                limits=RequestLimits.from_settings(settings),
             )
             app = create_app(
                 GatewayDeps(
@@ -192,6 +226,10 @@ async def tracker_stack(
                     started=started,
                     metrics=gateway_metrics,
                     accounting=accounting,
+                    body_limits=BodyLimits.from_settings(settings),
+                    hosts=HostPolicy.from_settings(settings),
+                    operator=operator,
+                    health_checks=health_checks,
                 )
             )
             install_web(
@@ -207,16 +245,42 @@ async def tracker_stack(
                     telemetry_override=settings.telemetry,
                     feed=privacy.content,
                     accounting=accounting,
+                    operator=operator,
                 ),
             )
         else:
             app = _bare_app(tracker)
-            app.add_api_route("/metrics", metrics_endpoint(metrics), include_in_schema=False)
-        mount_tracker(app, tracker, reputation)
+            app.add_middleware(BodyLimitMiddleware, limits=BodyLimits.from_settings(settings))
+            app.add_middleware(OriginGuardMiddleware, policy=HostPolicy.from_settings(settings))
+            app.add_api_route(
+                "/metrics",
+                metrics_endpoint(metrics),
+                include_in_schema=False,
+                dependencies=[Depends(operator)],
+            )
+        mount_tracker(app, tracker, reputation, operator, audits=audits)
+        models = ModelService.build(
+            db=db,
+            models_dir=settings.models_path,
+            network_key=identity.network_key,
+            admission=admission,
+            reputation=reputation,
+            policy=privacy.wire_policy,
+        )
+        mount_models(app, models, operator)
+        mount_uploads(
+            app,
+            models,
+            uploader_auth(accounting.authenticator, accounting.accounts, settings.uploaders()),
+            quota_bytes=settings.model_upload_quota_bytes,
+        )
         privacy.install_routes(app)  # after the web UI: its /privacy page wins
         await tracker.start()
         await privacy.start()
         await accounting.start()
+        if audits is not None:
+            await audits.start()
+        await models.start(seed=settings.model)
         watcher = RevocationWatcher(
             members,
             tracker.disconnect,
@@ -225,15 +289,17 @@ async def tracker_stack(
         )
         watcher_task = asyncio.create_task(watcher.run(), name="revocation-watcher")
         seen_task = asyncio.create_task(seen.run(), name="last-seen-writer")
-        http = HttpServer(app, host=settings.host, port=settings.port)
+        options = HttpOptions.from_settings(settings)
+        http = HttpServer(app, host=settings.host, port=settings.port, options=options)
         port = await http.start()
         host = _dial_host(settings.host)
         info = TrackerInfo(
-            url=f"http://{host}:{port}",
-            node_url=node_url(settings.public_url, settings.host, port),
+            url=f"{http.scheme}://{host}:{port}",
+            node_url=node_url(settings.public_url, settings.host, port, tls=options.tls),
             pid=os.getpid(),
             network_key=identity.network_public.hex(),
             started_ms=now_ms(),
+            tls_certfile=str(options.tls_certfile or ""),
         )
         runtime.write_text(json.dumps(asdict(info)), encoding="utf-8")
         log.info(
@@ -252,10 +318,14 @@ async def tracker_stack(
             app=app,
             port=port,
             url=info.url,
-            local_node_url=f"ws://{host}:{port}{NODE_PATH}",
+            local_node_url=f"{'wss' if options.tls else 'ws'}://{host}:{port}{NODE_PATH}",
             info=info,
             metrics=metrics,
             accounting=accounting,
+            audits=audits,
+            local_tls=pinned_tls(options.tls_certfile) if options.tls_certfile else None,
+            health_checks=health_checks,
+            models=models,
         )
     finally:
         recorded = read_tracker_info(settings.data_dir)
@@ -269,6 +339,10 @@ async def tracker_stack(
                     await task
         if privacy is not None:
             await privacy.stop()
+        if audits is not None:
+            await audits.stop()
+        if models is not None:
+            await models.stop()
         if accounting is not None:
             await accounting.stop()
         if tracker is not None:
@@ -278,3 +352,9 @@ async def tracker_stack(
         if seen is not None:
             await seen.flush()
         await db.dispose()
+
+
+def _catalog_name(name: str) -> str | None:
+    """The catalog's name for ``name`` if it is one of its aliases (case-insensitive)."""
+    entry = catalog_lookup(name)
+    return entry.name if entry is not None else None

@@ -23,6 +23,8 @@ SAMPLE_SIZE = 32
 TYPICAL_ANSWER_TOKENS = 128
 DEFAULT_TOKENS_PER_S = 50.0
 FAILURE_COST_S = 5.0  # what a failed job costs the client (detection, failover, re-prefill)
+MAX_NAME_LENGTH = 128  # longer names cannot be served (the wire's bound): no lookup
+MAX_LISTED_MODELS = 20  # an unknown model's 404 names at most this many served ones
 STALE_AFTER_S = 5.0  # no frame for this long: not a candidate (the watchdog drops it soon)
 
 
@@ -50,6 +52,29 @@ def expected_ttft_s(
     return (base + wait + 0.001 * busy) / reliability
 
 
+def _names(names: Sequence[str], limit: int = MAX_LISTED_MODELS) -> str:
+    """```a`, `b`` and, past ``limit``, how many more."""
+    listed = ", ".join(f"`{name}`" for name in names[:limit])
+    return listed + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def answer_time_s(conn: NodeConnection, model: str) -> float:
+    """How long a typical answer takes to generate on ``conn`` once it has started.
+
+    Measured speed is what separates an idle 2-thread node from an idle 1-thread
+    one (their TTFTs are alike on a short prompt): without it the scheduler kept
+    choosing whichever answered first once. Batched slots share the hardware, so a
+    busy node's speed per answer drops with its load. A node that has not reported a
+    speed yet costs nothing here, so new nodes get tried and measured.
+    """
+    st = conn.state
+    if st.tokens_per_s <= 0:
+        return 0.0
+    slots = st.slots.get(model, 1)
+    busy = st.inflight + st.queue_depth
+    return TYPICAL_ANSWER_TOKENS / st.tokens_per_s * (1.0 + min(busy, slots) / slots)
+
+
 class Scheduler:
     """Ranks the registry's nodes for a request."""
 
@@ -68,6 +93,11 @@ class Scheduler:
         # Privacy class -> trust levels allowed to serve it (the network policy's
         # privacy_classes); None: every node may serve every request.
         self.trust_for: Callable[[str], Collection[str]] | None = None
+        # Nodes that get no jobs (e.g. quarantined by failed audits); None: none are.
+        self.blocked: Callable[[str], bool] | None = None
+        # Another name a model is known by -> its name (the model catalog's aliases, which
+        # the CLI's --model accepts too); None: names are matched as they are, in any case.
+        self.alias_of: Callable[[str], str | None] | None = None
 
     def resolve_model(self, requested: str) -> str:
         """Map ``auto`` to the model most nodes serve; check the others exist."""
@@ -77,22 +107,49 @@ class Scheduler:
                 raise LichenError(ErrorCode.NO_CAPACITY, "no node is serving any model right now")
             return model
         if not self.registry.has_model(requested):
-            raise LichenError(
-                ErrorCode.MODEL_NOT_FOUND,
-                f"The model `{requested}` does not exist or no node serves it",
-                param="model",
-            )
+            requested = self._unique_match(requested)
         if all(c.state.draining for c in self.registry.serving(requested)):
             raise LichenError(
                 ErrorCode.NO_CAPACITY, f"every node serving `{requested}` is shutting down"
             )
         return requested
 
+    def _unique_match(self, requested: str) -> str:
+        """The served model ``requested`` names the way the CLI's ``--model`` does: its name
+        in any case, or a catalog alias (``smollm2`` for ``smollm2-135m``); no prefixes, in
+        the API as in the CLI. Anything else is a 404 that names the served models."""
+        served = sorted(self.registry.model_counts())
+        folded = requested.strip().lower()
+        wanted = {folded}
+        if self.alias_of is not None and len(folded) <= MAX_NAME_LENGTH:
+            canonical = self.alias_of(folded)
+            if canonical is not None:
+                wanted.add(canonical.lower())
+        matches = [name for name in served if name.lower() in wanted]
+        if len(matches) == 1:
+            return matches[0]
+        shown = requested if len(requested) <= 80 else requested[:77] + "..."
+        if len(matches) > 1:  # e.g. "M" and "m" served by different nodes
+            raise LichenError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"The model `{shown}` is ambiguous: it could be {_names(matches)}; "
+                "give the exact name",
+                param="model",
+            )
+        raise LichenError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"The model `{shown}` does not exist or no node serves it; served models: "
+            f"{_names(served) or 'none right now'} (or `auto`)",
+            param="model",
+        )
+
     def score(self, conn: NodeConnection, model: str) -> float:
-        """Lower is better: expected TTFT inflated by distrust, plus the expected cost of a
-        failure (a failover or resume) weighted by how likely reputation says one is."""
+        """Lower is better: the expected time to a whole answer (TTFT plus generating a
+        typical answer at the node's measured speed) inflated by distrust, plus the
+        expected cost of a failure (a failover or resume) weighted by how likely
+        reputation says one is."""
         trust = self.reputation.score(conn.peer_id)
-        expected = expected_ttft_s(conn, model, self.reputation)
+        expected = expected_ttft_s(conn, model, self.reputation) + answer_time_s(conn, model)
         return expected / trust + (1.0 - trust) * FAILURE_COST_S
 
     def candidates(
@@ -118,6 +175,7 @@ class Scheduler:
             and not c.closed
             and c.state.last_seen >= fresh_after
             and c.peer_id not in skip
+            and not (self.blocked is not None and self.blocked(c.peer_id))
         ]
         # Ties (e.g. idle nodes with no history) go to the node used least recently.
         return sorted(healthy, key=lambda c: (self.score(c, model), c.state.last_job))

@@ -169,7 +169,7 @@ class LedgerJournalRow(Base):
 
     __tablename__ = "ledger_journal"
     __table_args__ = (
-        CheckConstraint("kind IN ('grant', 'settle')", name="kind"),
+        CheckConstraint("kind IN ('grant', 'settle', 'hold', 'release', 'forfeit')", name="kind"),
         CheckConstraint("amount >= 0", name="amount"),
         _data_class_check(RECEIPT_DATA),
     )
@@ -181,8 +181,9 @@ class LedgerJournalRow(Base):
     debit: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX), index=True)
     credit: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)  # micro-credits
-    receipt_hash: Mapped[str | None] = mapped_column(String(DIGEST_MAX), unique=True)
-    memo: Mapped[str] = mapped_column(String(500))  # grant reason; "" for settlements
+    # A receipt's hold and its release (or forfeit) share it (migration 0003_escrow).
+    receipt_hash: Mapped[str | None] = mapped_column(String(DIGEST_MAX), index=True)
+    memo: Mapped[str] = mapped_column(String(500))  # grant/forfeit reason; hold: "due_ms=<ms>"
     recorded_ms: Mapped[int] = mapped_column(BigInteger)  # not created_ms: never swept
     signer_key: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[bytes] = mapped_column(LargeBinary)
@@ -209,6 +210,32 @@ class LedgerHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
     seq: Mapped[int] = mapped_column(BigInteger)
     entry_hash: Mapped[str] = mapped_column(String(DIGEST_MAX))
+    data_class: Mapped[str] = _data_class(RECEIPT_DATA)
+
+
+class LedgerEscrowRow(Base):
+    """A held settlement: credits in ``system:escrow`` until its audit window closes.
+
+    An index of the journal's hold/release/forfeit entries (migration
+    ``0003_escrow``); ``lichen ledger verify`` re-derives every row from the journal.
+    """
+
+    __tablename__ = "ledger_escrow"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'released', 'forfeited')", name="state"),
+        _data_class_check(RECEIPT_DATA),
+    )
+
+    receipt_hash: Mapped[str] = mapped_column(String(DIGEST_MAX), primary_key=True)
+    node_peer_id: Mapped[str] = mapped_column(String(PEER_ID_MAX), index=True)
+    payer: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX))
+    payee: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)  # micro-credits
+    hold_seq: Mapped[int] = mapped_column(BigInteger)  # the journal's hold entry
+    due_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # audit window closes
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    closed_seq: Mapped[int | None] = mapped_column(BigInteger)  # release or forfeit entry
+    recorded_ms: Mapped[int] = mapped_column(BigInteger)  # not created_ms: never swept
     data_class: Mapped[str] = _data_class(RECEIPT_DATA)
 
 
@@ -239,5 +266,6 @@ ACCOUNTS_DATA_CLASS: dict[str, str] = {
     LedgerJournalRow.__tablename__: RECEIPT_DATA,
     LedgerBalanceRow.__tablename__: RECEIPT_DATA,
     LedgerHeadRow.__tablename__: RECEIPT_DATA,
+    LedgerEscrowRow.__tablename__: RECEIPT_DATA,
     NodeReputationRow.__tablename__: NODE_MANIFEST_DATA,
 }

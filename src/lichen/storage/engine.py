@@ -16,6 +16,8 @@ from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from lichen.identity._files import ensure_private_dir, ensure_private_file
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -33,17 +35,29 @@ _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncp
 
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url``; for SQLite the file's directory is created if missing
-    and every connection runs in WAL mode with foreign keys and a busy timeout."""
+    (mode 0700), the file is owner-only (0600; SQLite gives ``-wal`` and ``-shm`` the
+    database's mode) and every connection runs in WAL mode with foreign keys and a busy
+    timeout."""
     parsed = make_url(url)
     parsed = parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, pool_pre_ping=True)
     database = parsed.database
     if database and database != ":memory:" and not parsed.query.get("uri"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_files(Path(database).expanduser())
     engine = create_async_engine(parsed)
     event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     return engine
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The database file and its WAL companions readable by their owner only."""
+    ensure_private_dir(path.parent, fix_existing=False)
+    ensure_private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            ensure_private_file(companion)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -1,6 +1,6 @@
 """The persisted schema, declared once (SQLAlchemy 2 declarative).
 
-Every table holds exactly one data class of the privacy policy (ARCHITECTURE.md §7),
+Every table holds exactly one data class of the privacy policy (docs/architecture.md §10),
 listed in ``TABLE_DATA_CLASS``; each row also carries it in a ``data_class`` column so
 audits and retention sweeps can work from the rows alone. Migrations under
 ``migrations/versions`` are written by hand to match these declarations.
@@ -192,3 +192,11 @@ TABLE_DATA_CLASS: dict[str, str] = {
 from lichen.storage import accounts_tables  # noqa: E402
 
 TABLE_DATA_CLASS.update(accounts_tables.ACCOUNTS_DATA_CLASS)
+
+from lichen.storage import models_tables  # noqa: E402
+
+TABLE_DATA_CLASS.update(models_tables.MODELS_DATA_CLASS)
+
+from lichen.storage import audit_tables  # noqa: E402
+
+TABLE_DATA_CLASS.update(audit_tables.AUDIT_DATA_CLASS)

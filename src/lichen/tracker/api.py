@@ -8,17 +8,27 @@ metadata only; nothing about any request's content is kept here to show.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from fastapi import FastAPI, Query
+from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
 
+from lichen.gateway.operator import OperatorGate
 from lichen.routing.reputation import Reputation
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.service import NODE_PATH, TrackerService
 
 NETWORK_PATH = "/v1/network"
+AUDITS_PATH = "/v1/network/audits"
 MAX_LISTED = 1000
+
+
+class AuditRecords(Protocol):
+    """Nodes' audit records (``lichen.audit.service.AuditService``)."""
+
+    def record_of(self, peer_id: str, *, recent: int = 0) -> dict[str, Any] | None: ...
+
+    def records(self, *, recent: int = 0) -> dict[str, dict[str, Any]]: ...
 
 
 def node_state(conn: NodeConnection) -> str:
@@ -61,7 +71,12 @@ def describe_node(conn: NodeConnection, reputation: Reputation | None = None) ->
 
 
 def mount_tracker(
-    app: FastAPI, tracker: TrackerService, reputation: Reputation | None = None
+    app: FastAPI,
+    tracker: TrackerService,
+    reputation: Reputation | None = None,
+    operator: OperatorGate | None = None,  # /v1/network is an operator surface
+    *,
+    audits: AuditRecords | None = None,  # each node's audit record (issue 11)
 ) -> None:
     """Add the node link (WebSocket) and the live network view to ``app``."""
     app.add_api_websocket_route(NODE_PATH, tracker.endpoint)
@@ -74,8 +89,33 @@ def mount_tracker(
                 "object": "network",
                 "nodes_total": len(conns),
                 "models": tracker.registry.model_counts(),
-                "nodes": [describe_node(c, reputation) for c in conns[:limit]],
+                "nodes": [
+                    describe_node(c, reputation)
+                    | ({"audit": audits.record_of(c.peer_id)} if audits is not None else {})
+                    for c in conns[:limit]
+                ],
             }
         )
 
-    app.add_api_route(NETWORK_PATH, network, methods=["GET"])
+    app.add_api_route(
+        NETWORK_PATH,
+        network,
+        methods=["GET"],
+        dependencies=[Depends(operator or OperatorGate("open"))],
+    )
+
+    async def audit_records(
+        peer: str = Query("", max_length=128), recent: int = Query(10, ge=0, le=20)
+    ) -> JSONResponse:
+        """Audit records and recent evidence, of every audited node or of ``peer`` (a prefix)."""
+        records = audits.records(recent=recent) if audits is not None else {}
+        if peer:
+            records = {p: r for p, r in records.items() if p.startswith(peer)}
+        return JSONResponse({"object": "audits", "enabled": audits is not None, "nodes": records})
+
+    app.add_api_route(
+        AUDITS_PATH,
+        audit_records,
+        methods=["GET"],
+        dependencies=[Depends(operator or OperatorGate("open"))],
+    )

@@ -12,16 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lichen.engines.base import Delta, EngineEvent, Finish
 from lichen.errors import ErrorCode, LichenError
+from lichen.tracker.job_stream import JobStream
+from lichen.tracker.output import NODE_CAUSED, chunk_problem, node_error, usage_problem
 from lichen.transport.handshake import Peer
 from lichen.transport.link import Link, LinkClosed
+from lichen.wire import codec
 from lichen.wire.manifest import verify_manifest
 from lichen.wire.messages import (
     EmbeddingRequest,
@@ -32,7 +36,6 @@ from lichen.wire.messages import (
     Heartbeat,
     JobCancel,
     JobChunk,
-    JobCredit,
     JobEnd,
     JobError,
     JobStart,
@@ -43,9 +46,15 @@ from lichen.wire.messages import (
     Telemetry,
 )
 
+__all__ = ["DEFAULT_WINDOW", "FrameBudget", "JobStream", "NodeConnection", "NodeState"]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 64
+MAX_QUEUE_DEPTH = 1024  # a heartbeat's queue_depth is clamped to this
+MAX_TOKENS_PER_S = 10_000.0  # and its tokens_per_s to this
+FLOOD_RATE = 50.0  # unsolicited frames per second a node may send on average...
+FLOOD_BURST = 500.0  # ...and at once
 
 
 @dataclass
@@ -86,74 +95,6 @@ class NodeState:
         return next((m for m in self.manifest.models if m.name == model), None)
 
 
-class _Lost:
-    """Queue sentinel: the node went away mid-job."""
-
-
-_LOST = _Lost()
-
-
-class JobStream:
-    """One job's events as an async iterator; ``aclose()`` cancels it on the node."""
-
-    def __init__(self, conn: NodeConnection, job_id: str, window: int) -> None:
-        self.conn = conn
-        self.job_id = job_id
-        self._window = window
-        self._queue: asyncio.Queue[JobChunk | JobEnd | JobError | _Lost] = asyncio.Queue()
-        self._owed = 0
-        self._done = False
-
-    @property
-    def peer_id(self) -> str:
-        return self.conn.peer.peer_id
-
-    def _deliver(self, msg: JobChunk | JobEnd | JobError | _Lost) -> None:
-        self._queue.put_nowait(msg)
-
-    @property
-    def backlog(self) -> int:
-        return self._queue.qsize()
-
-    def __aiter__(self) -> JobStream:
-        return self
-
-    async def __anext__(self) -> EngineEvent:
-        if self._done:
-            raise StopAsyncIteration
-        msg = await self._queue.get()
-        if isinstance(msg, JobChunk):
-            self._owed += 1
-            if self._owed >= self._window // 2:
-                owed, self._owed = self._owed, 0
-                await self.conn.send_quietly(JobCredit(job_id=self.job_id, n=owed))
-            return Delta(msg.text, msg.tokens, msg.tool_calls)
-        self._finish()
-        if isinstance(msg, JobEnd):
-            return Finish(msg.finish_reason, msg.usage, receipt=msg.receipt, job_id=self.job_id)
-        if isinstance(msg, JobError):
-            raise LichenError(_error_code(msg.code), msg.message)
-        raise LichenError(ErrorCode.NODE_FAILED, "the serving node disconnected")
-
-    def _finish(self) -> None:
-        if not self._done:
-            self._done = True
-            self.conn.jobs.pop(self.job_id, None)
-            self.conn.state.inflight -= 1
-
-    async def aclose(self) -> None:
-        if not self._done:
-            self._finish()
-            await self.conn.send_quietly(JobCancel(job_id=self.job_id, reason="client"))
-
-
-def _error_code(value: str) -> ErrorCode:
-    try:
-        return ErrorCode(value)
-    except ValueError:
-        return ErrorCode.ENGINE_ERROR
-
-
 class NodeConnection:
     """A connected, authenticated node as the tracker sees it."""
 
@@ -186,6 +127,9 @@ class NodeConnection:
             Telemetry: self._on_telemetry,
         }
         self._telemetry_sink = on_telemetry
+        self._background: set[asyncio.Task[None]] = set()
+        self._budget = FrameBudget()
+        self._cancelled: deque[str] = deque(maxlen=1024)  # their late frames are expected
 
     @property
     def peer_id(self) -> str:
@@ -200,23 +144,54 @@ class NodeConnection:
         with contextlib.suppress(LinkClosed):
             await self.link.send(msg)
 
+    def cancel_soon(self, job_id: str, reason: str) -> None:
+        """Send JobCancel without waiting (from callbacks and cancelled tasks)."""
+        self._cancelled.append(job_id)
+        if self.closed:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.send_quietly(JobCancel(job_id=job_id, reason=reason))
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def start_job(
-        self, request: GenerationRequest, *, deadline_ms: int, window: int = DEFAULT_WINDOW
+        self,
+        request: GenerationRequest,
+        *,
+        deadline_ms: int,
+        window: int = DEFAULT_WINDOW,
+        stall_timeout_s: float | None = None,
     ) -> JobStream:
+        """Send ``request`` to the node as a new job.
+
+        A request the wire cannot carry (a value out of the wire's bounds, such as a
+        seed of 2**64) is the client's INVALID_REQUEST, found before anything is sent;
+        a closed link is NODE_FAILED. On any failure the job is released at once.
+        """
         if self.closed:
             raise LichenError(ErrorCode.NODE_FAILED, "the node disconnected")
         job_id = uuid.uuid4().hex
-        stream = JobStream(self, job_id, window)
+        start = JobStart(
+            job_id=job_id, request=request, deadline_ms=max(0, deadline_ms), window=window
+        )
+        try:
+            codec.check(start)
+        except LichenError as error:
+            raise _request_error(error) from None
+        stream = JobStream(self, job_id, window, request=request, stall_timeout_s=stall_timeout_s)
         self.jobs[job_id] = stream
         self.state.inflight += 1
         self.state.last_job = time.monotonic()
         try:
-            await self.link.send(
-                JobStart(job_id=job_id, request=request, deadline_ms=deadline_ms, window=window)
-            )
+            await self.link.send(start)
         except LinkClosed as exc:
-            stream._finish()
+            stream._release()
             raise LichenError(ErrorCode.NODE_FAILED, "the node disconnected") from exc
+        except BaseException:  # cancelled mid-send: the node may have the job; stop it
+            stream._release()
+            self.cancel_soon(job_id, "client")
+            raise
         return stream
 
     async def serve(self) -> None:
@@ -230,6 +205,10 @@ class NodeConnection:
                     raise LichenError(
                         ErrorCode.PROTOCOL_ERROR, f"unexpected {type(msg).__name__} from node"
                     )
+                if not self._expected(msg) and not self._budget.take():
+                    raise LichenError(
+                        ErrorCode.PROTOCOL_ERROR, "node sent unsolicited frames too fast"
+                    )
                 await handler(msg)
         except LinkClosed:
             pass
@@ -240,7 +219,9 @@ class NodeConnection:
         """The node is gone (link closed, heartbeats missed, revoked): fail its open jobs."""
         self.closed = True
         for stream in list(self.jobs.values()):
-            stream._deliver(_LOST)
+            stream._fail(
+                LichenError(ErrorCode.NODE_FAILED, "the serving node disconnected"), cancel=False
+            )
         self.jobs.clear()
         for waiter in self.embeds.values():
             if not waiter.done():
@@ -267,8 +248,11 @@ class NodeConnection:
             return await waiter
         finally:
             self.state.inflight -= 1
-            if self.embeds.pop(job_id, None) is not None and not waiter.done():
-                await self.send_quietly(JobCancel(job_id=job_id, reason="client"))
+            # Still ours and unanswered (a cancelled wait cancels the future too): stop it.
+            if self.embeds.pop(job_id, None) is not None and (
+                waiter.cancelled() or not waiter.done()
+            ):
+                self.cancel_soon(job_id, "client")
 
     async def _on_embed_result(self, msg: EmbedResult) -> None:
         waiter = self.embeds.get(msg.job_id)
@@ -286,8 +270,10 @@ class NodeConnection:
         if waiter is None:
             await self._on_job_message(msg)
         elif not waiter.done():
-            self.state.failures += 1
-            waiter.set_exception(LichenError(_error_code(msg.code), msg.message))
+            error = node_error(msg.code, msg.message)
+            if error.code in NODE_CAUSED:
+                self.state.failures += 1
+            waiter.set_exception(error)
 
     async def _on_manifest(self, msg: Manifest) -> None:
         """A re-signed manifest (the node's models changed), verified like the first one."""
@@ -301,25 +287,97 @@ class NodeConnection:
         if self._on_change is not None:
             await self._on_change(self)
 
+    def _expected(self, msg: Message) -> bool:
+        """Frames the tracker asked for (job output) cost no flood budget."""
+        if isinstance(msg, JobChunk | JobEnd | JobError | EmbedResult):
+            job_id = msg.job_id
+            return job_id in self.jobs or job_id in self.embeds or job_id in self._cancelled
+        return False
+
     async def _on_job_message(self, msg: JobChunk | JobEnd | JobError) -> None:
         stream = self.jobs.get(msg.job_id)
         if stream is None:
             return  # a job we already cancelled
         if isinstance(msg, JobChunk) and stream.backlog > stream._window:
             raise LichenError(ErrorCode.PROTOCOL_ERROR, "node exceeded its flow-control window")
-        if isinstance(msg, JobEnd):
-            self.state.served += 1
-        elif isinstance(msg, JobError):
+        if isinstance(msg, JobError):
+            error = node_error(msg.code, msg.message)
+            if error.code in NODE_CAUSED:
+                self.state.failures += 1
+            stream._deliver(error)
+            return
+        problem = (
+            chunk_problem(msg, stream._seq)
+            if isinstance(msg, JobChunk)
+            else _end_problem(msg, stream, self.state)
+        )
+        if problem is not None:
+            log.warning("node %s sent malformed output: %s", self.peer_id, problem)
             self.state.failures += 1
+            stream._fail(
+                LichenError(ErrorCode.NODE_FAILED, f"the serving node sent bad output ({problem})"),
+                cancel=True,
+            )
+            return
+        if isinstance(msg, JobChunk):
+            stream._seq += 1
+        else:
+            self.state.served += 1
         stream._deliver(msg)
 
     async def _on_heartbeat(self, msg: Heartbeat) -> None:
+        """Load as the node reports it, clamped to what its manifest says it has."""
         st = self.state
-        st.free_slots, st.queue_depth = msg.free_slots, msg.queue_depth
-        st.tokens_per_s, st.draining = msg.tokens_per_s, msg.draining
+        total = sum(st.slots.values())
+        st.free_slots = min(msg.free_slots, total)
+        st.queue_depth = min(msg.queue_depth, MAX_QUEUE_DEPTH)
+        st.tokens_per_s = min(msg.tokens_per_s, MAX_TOKENS_PER_S)
+        st.draining = msg.draining
         st.last_seen = time.monotonic()
         if self._on_change is not None:
             await self._on_change(self)
 
     async def _on_error(self, msg: Error) -> None:
         log.warning("node %s reported %s: %s", self.peer_id, msg.code, msg.message)
+
+
+def _end_problem(msg: JobEnd, stream: JobStream, state: NodeState) -> str | None:
+    if stream.request is None:
+        return None
+    return usage_problem(msg.usage, stream.request, state.model_info(stream.request.model))
+
+
+def _request_error(error: LichenError) -> LichenError:
+    """A request the wire refused, as the client's error (never the node's)."""
+    if error.code is ErrorCode.FRAME_TOO_LARGE:
+        return LichenError(ErrorCode.REQUEST_TOO_LARGE, "the request is too large to route")
+    match = _PARAM.search(error.message) or _FIELD.search(error.message)
+    param = match.group(1) if match is not None else None
+    where = f" ({param})" if param else ""
+    return LichenError(
+        ErrorCode.INVALID_REQUEST, f"a request value is out of range{where}", param=param
+    )
+
+
+_PARAM = re.compile(r"\.params\.(\w+)")
+_FIELD = re.compile(r"\.request\.(\w+)")
+
+
+class FrameBudget:
+    """A token bucket for frames a node sends unasked (heartbeats, manifests, telemetry,
+    output for unknown jobs): a node that floods them is disconnected."""
+
+    def __init__(self, rate: float = FLOOD_RATE, burst: float = FLOOD_BURST) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True

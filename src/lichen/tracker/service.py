@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.websockets import WebSocket
 
 from lichen.errors import ErrorCode, LichenError
+from lichen.identity.certs import DeviceCertificate
 from lichen.identity.handshake import ReplayGuard
+from lichen.identity.signing import peer_id as peer_id_of
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
 from lichen.transport.handshake import Admission, Peer, server_handshake
@@ -27,6 +29,56 @@ from lichen.wire.messages import Manifest, ManifestBody, Telemetry
 log = logging.getLogger(__name__)
 
 NODE_PATH = "/v1/node/connect"
+
+IN_USE_HINT = (
+    "another node with this identity is already connected to the tracker (two nodes "
+    "started from one data dir share an identity); give each node its own --data-dir"
+)
+
+
+class _OneLinkPerIdentity:
+    """Admission that first refuses an identity whose link is alive, then asks ``inner``.
+
+    Two processes started from one data dir share a device key; letting the second
+    replace the first makes them kick each other off forever. A link whose heartbeats
+    have been quiet for over ``stale_after_s`` is taken to be a dead one the tracker has
+    not noticed yet: the newcomer (most likely the same node, restarted) replaces it.
+
+    It also logs a node held for approval once (a pending node asks again every few
+    seconds; the handshake logs the repeats at DEBUG).
+    """
+
+    def __init__(self, inner: Admission, registry: Registry, stale_after_s: float) -> None:
+        self.inner = inner
+        self.registry = registry
+        self.stale_after_s = stale_after_s
+        self.pending_logged: set[str] = set()
+
+    def in_use(self, peer_id: str) -> bool:
+        """Whether ``peer_id`` has a link that heartbeats have shown alive lately."""
+        current = self.registry.get(peer_id)
+        return (
+            current is not None and time.monotonic() - current.state.last_seen <= self.stale_after_s
+        )
+
+    async def admit(self, cert: DeviceCertificate, invite: str, remote: str) -> str:
+        if self.in_use(peer_id_of(cert.device_key)):
+            raise LichenError(ErrorCode.IDENTITY_IN_USE, IN_USE_HINT)
+        try:
+            return await self.inner.admit(cert, invite, remote)
+        except LichenError as error:
+            if error.code is ErrorCode.MEMBERSHIP_PENDING:
+                self._note_pending(peer_id_of(cert.device_key), error.message)
+            raise
+
+    def _note_pending(self, pid: str, message: str) -> None:
+        """A pending node retries every few seconds: say so once, not every time."""
+        if pid in self.pending_logged:
+            return
+        if len(self.pending_logged) >= 10_000:  # bounded; the worst case is a repeated line
+            self.pending_logged.clear()
+        self.pending_logged.add(pid)
+        log.warning("%s", message)
 
 
 class TrackerService:
@@ -53,6 +105,9 @@ class TrackerService:
         # Where opted-in nodes' Telemetry goes (the privacy feature's sink); None: dropped.
         self.telemetry: Callable[[str, Telemetry], Awaitable[None]] | None = None
         self._replay = ReplayGuard()
+        self._door = _OneLinkPerIdentity(
+            admission, self.registry, stale_after_s=heartbeat_s * 1.5 + 0.5
+        )
         self._watchdog: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -86,7 +141,7 @@ class TrackerService:
             peer = await server_handshake(
                 link,
                 network_key=self.network_key,
-                admission=self.admission,
+                admission=self._door,
                 replay_guard=self._replay,
                 heartbeat_s=self.heartbeat_s,
                 policy=self.policy,
@@ -104,6 +159,12 @@ class TrackerService:
                 return
         except (LichenError, LinkClosed, TimeoutError):
             return  # already logged and answered by the handshake
+        if self._door.in_use(peer.peer_id):
+            # Two links of one identity got past the door at once (two processes started
+            # together): the one registered first keeps serving, this one is refused.
+            log.warning("refused node %s: identity_in_use (%s)", peer.peer_id, IN_USE_HINT)
+            await send_error(link, LichenError(ErrorCode.IDENTITY_IN_USE, IN_USE_HINT))
+            return
         conn = NodeConnection(
             link,
             peer,

@@ -1,4 +1,4 @@
-"""The mutual handshake on a fresh link (ARCHITECTURE.md section 3).
+"""The mutual handshake on a fresh link (docs/architecture.md section 3).
 
 1. node -> tracker  ``Hello``: device certificate, a nonce, maybe an invite.
 2. tracker -> node  ``Challenge``: the network key's signature over both nonces.
@@ -150,6 +150,10 @@ async def server_handshake(
         await send_error(link, error)
         raise error from exc
     except LichenError as error:
-        log.warning("refused node from %s: %s (%s)", link.remote, error.code.value, error.message)
+        # A pending node asks again every few seconds: the tracker's admission logs it once.
+        level = logging.DEBUG if error.code is ErrorCode.MEMBERSHIP_PENDING else logging.WARNING
+        log.log(
+            level, "refused node from %s: %s (%s)", link.remote, error.code.value, error.message
+        )
         await send_error(link, error)
         raise

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lichen.gateway.accounting import Accounting
+from lichen.gateway.operator import OperatorGate
 from lichen.routing.reputation import Reputation
 from lichen.storage.repositories import RequestLogRepository
 from lichen.tracker.registry import Registry
@@ -27,6 +28,7 @@ class WebDeps:
     reputation: Reputation | None = None  # the scheduler's view of each node
     feed: FeedSource | None = None  # public posts, on networks whose policy has a feed
     accounting: Accounting | None = None  # accounts, sessions, keys, usage, ledger
+    operator: OperatorGate | None = None  # guards /ui/api/node (an operator surface)
 
     def __post_init__(self) -> None:
         if self.telemetry is None:

@@ -31,18 +31,29 @@ def hardware_text(hw: Hardware) -> str:
     return " · ".join(parts) or "unknown"
 
 
-def fallback_reputation(conn: NodeConnection) -> float:
-    """Share of jobs finished without a failure (smoothed), when no reputation service runs."""
+def shown_reputation(conn: NodeConnection, reputation: Reputation | None = None) -> float:
+    """The reputation people read: the share of the node's jobs that finished.
+
+    From the reputation book's all-time counts when it keeps them, else from this
+    connection's counts; 100% for a node that never failed (and for one with no jobs
+    yet). The scheduler's own score (which also discounts new identities) stays in
+    ``/v1/network``.
+    """
+    reliability = getattr(reputation, "reliability", None)
+    if callable(reliability):
+        value = reliability(conn.peer_id)
+        if isinstance(value, float):
+            return value
     st = conn.state
-    return (st.served + 1) / (st.served + st.failures + 1)
+    done = st.served + st.failures
+    return st.served / done if done else 1.0
 
 
 def node_row(conn: NodeConnection, reputation: Reputation | None = None) -> dict[str, Any]:
     """``describe_node``'s JSON (as ``/v1/network`` shows it) plus what the dashboard draws."""
     row = describe_node(conn, reputation)
     slots = sum(conn.state.slots.values()) or 1
-    if row.get("reputation") is None:
-        row["reputation"] = round(fallback_reputation(conn), 3)
+    row["reputation"] = round(shown_reputation(conn, reputation), 3)
     row.update(
         tokens_per_s=round(conn.state.tokens_per_s, 1),
         hardware_text=hardware_text(conn.state.manifest.hardware),

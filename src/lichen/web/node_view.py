@@ -7,7 +7,7 @@ from typing import Any
 
 from lichen.tracker.api import node_state
 from lichen.web.deps import WebDeps
-from lichen.web.network_view import fallback_reputation, hardware_text
+from lichen.web.network_view import hardware_text, shown_reputation
 
 
 async def node_info(deps: WebDeps) -> dict[str, Any] | None:
@@ -32,11 +32,10 @@ async def node_info(deps: WebDeps) -> dict[str, Any] | None:
         "hardware": hardware_text(manifest.hardware),
         "cpu": manifest.hardware.cpu,
         "tokens_per_s": round(conn.state.tokens_per_s, 1),
-        "reputation": round(
-            deps.reputation.score(peer_id) if deps.reputation else fallback_reputation(conn), 3
-        ),
+        "reputation": round(shown_reputation(conn, deps.reputation), 3),
         "failures": conn.state.failures,
         "served": conn.state.served,
+        "served_now": conn.state.served,  # since this connection (what the network page counts)
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "tokens": 0,

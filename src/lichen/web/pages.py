@@ -7,7 +7,6 @@ script (``static/*.js``) only adds the live parts.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from typing import Any
 
@@ -15,13 +14,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from lichen.errors import ErrorCode, LichenError
+from lichen.gateway.origin import is_local_request
 from lichen.web import csrf
 from lichen.web.account_pages import AccountPages, User
 from lichen.web.deps import WebDeps
 from lichen.web.forms import checked, read_fields
 from lichen.web.network_view import HISTORY_MINUTES, models, snapshot
 from lichen.web.node_view import node_info
-from lichen.web.policy_view import PolicyView
+from lichen.web.policy_view import PolicyView, PrivacyClass
 from lichen.web.templating import SECURITY_HEADERS, NavItem, Renderer, datetime_ms
 
 AUTO_MODEL = "auto"
@@ -39,12 +39,46 @@ def telemetry_help(policy: PolicyView) -> str:
 
 
 def is_local(request: Request) -> bool:
-    """Whether the browser runs on this machine (the operator's own pages)."""
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host in ("localhost", "testclient")
+    """Whether the browser runs on this machine (the operator's own pages): a loopback
+    client that named this machine by a loopback name (never a DNS-rebinding page)."""
+    return is_local_request(request)
+
+
+# Trust levels in the words of someone who has never run a node.
+TRUST_WORDS = {
+    "owner": "the network operator's own computers",
+    "trusted": "computers the operator vouches for",
+    "community": "volunteers' computers that joined the network",
+}
+
+
+def plain_privacy_choice(description: str) -> str:
+    """``"served by owner and trusted nodes"`` in plain words (others are kept as they are)."""
+    prefix, suffix = "served by ", " nodes"
+    if not (description.startswith(prefix) and description.endswith(suffix)):
+        return description
+    levels = description[len(prefix) : -len(suffix)].replace(" and ", ", ").split(", ")
+    if not levels or any(level not in TRUST_WORDS for level in levels):
+        return description
+    words = [TRUST_WORDS[level] for level in levels]
+    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    return f"Only {listed} may answer."
+
+
+def privacy_choices(classes: list[PrivacyClass]) -> list[dict[str, str]]:
+    """The chat's privacy selector: the network's default first, each explained in place."""
+    choices = [
+        {
+            "value": "",
+            "label": "network default",
+            "plain": "The network's usual rule for who may answer (the privacy page names it).",
+        }
+    ]
+    for c in classes:
+        choices.append(
+            {"value": c.value, "label": c.label, "plain": plain_privacy_choice(c.description)}
+        )
+    return choices
 
 
 def _feed_entry(post: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +99,15 @@ def _feed_entry(post: dict[str, Any]) -> dict[str, Any]:
         "messages": messages,
         "completion": str(post.get("completion", "")),
     }
+
+
+def readable_credits(text: str) -> str:
+    """``"0.000000"`` -> ``"0"``, ``"12.500000"`` -> ``"12.5"``: the ledger's exact six
+    decimals without the zeros that say nothing (``"0.000123"`` stays as it is)."""
+    if "." not in text:
+        return text
+    tidy = text.rstrip("0").rstrip(".")
+    return "0" if tidy in ("", "-", "-0") else tidy
 
 
 def _json(data: dict[str, Any], status_code: int = 200) -> JSONResponse:
@@ -131,6 +174,7 @@ class WebUI:
             models=models(self.deps.registry),
             policy_summary=policy.summary(),
             privacy_classes=policy.classes(),
+            privacy_choices=privacy_choices(policy.classes()),
             public_feed=policy.has_public_feed(),
         )
 
@@ -183,6 +227,18 @@ class WebUI:
             policy_summary=self.deps.policy.summary(),
         )
 
+    async def not_found(self, request: Request) -> Response:
+        """The HTML 404 a browser gets for an unknown page (API clients keep JSON)."""
+        path = request.url.path
+        return await self.page(
+            request,
+            "not_found.html",
+            page="not-found",
+            title="Page not found",
+            path=path if len(path) <= 200 else path[:197] + "...",
+            status_code=404,
+        )
+
     # --- JSON for the pages' scripts --------------------------------------------------
 
     async def api_network(self, request: Request) -> Response:
@@ -192,7 +248,8 @@ class WebUI:
         info = await node_info(self.deps)
         conn = self.deps.registry.get(info["peer_id"]) if info is not None else None
         if info is not None and conn is not None and self.accounts is not None:
-            info["credits"] = await self.accounts.owner_credits(conn.peer.certificate.account_key)
+            earned = await self.accounts.owner_credits(conn.peer.certificate.account_key)
+            info["credits"] = readable_credits(earned)
         return info
 
     async def api_node(self, request: Request) -> Response:

@@ -25,7 +25,12 @@ _version_decoder = msgspec.msgpack.Decoder(_VersionOnly)
 
 
 def encode(msg: Message, *, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
-    frame = _encoder.encode(Envelope(PROTOCOL_VERSION, msg))
+    try:
+        frame = _encoder.encode(Envelope(PROTOCOL_VERSION, msg))
+    except (OverflowError, msgspec.EncodeError, TypeError) as exc:  # e.g. an int over 2**64
+        raise LichenError(
+            ErrorCode.PROTOCOL_ERROR, f"cannot encode a {type(msg).__name__}"
+        ) from exc
     if len(frame) > max_bytes:
         raise LichenError(
             ErrorCode.FRAME_TOO_LARGE, f"frame of {len(frame)} bytes exceeds {max_bytes}"
@@ -59,3 +64,10 @@ def decode(frame: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Message:
             f"protocol version {envelope.v} is not supported (this side speaks {PROTOCOL_VERSION})",
         )
     return envelope.msg
+
+
+def check(msg: Message, *, max_bytes: int = MAX_FRAME_BYTES) -> None:
+    """Raise the LichenError the receiving side would raise for ``msg`` (out-of-range values,
+    oversized frames), so a sender can refuse it instead of sending a frame that closes the link.
+    """
+    decode(encode(msg, max_bytes=max_bytes), max_bytes=max_bytes)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
+import re
 import time
 
 import msgspec
@@ -12,9 +14,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.signing import sign, verify
-from lichen.wire.messages import Hardware, Manifest, ManifestBody, ModelInfo
+from lichen.wire.messages import MAX_MODELS, MAX_NAME, Hardware, Manifest, ManifestBody, ModelInfo
+
+log = logging.getLogger(__name__)
 
 _body_decoder = msgspec.msgpack.Decoder(ManifestBody)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# A manifest describes one node: its size is bounded like every other field (model
+# count and name lengths by the ManifestBody types themselves).
+MAX_MANIFEST_BYTES = 64 * 1024
 
 
 def detect_hardware() -> Hardware:
@@ -43,11 +52,14 @@ def sign_manifest(
     hardware: Hardware | None = None,
     trust: str = "community",
 ) -> Manifest:
+    """Sign a manifest the tracker will accept: a model whose entry breaks the wire's
+    bounds (an upstream's odd model name) is left out with a warning rather than getting
+    the whole node refused, and so is every model past :data:`MAX_MODELS`."""
     body = ManifestBody(
-        name=name,
+        name=_CONTROL.sub(" ", name)[:MAX_NAME],
         peer_id=peer_id,
         hardware=hardware or detect_hardware(),
-        models=models,
+        models=_acceptable(models),
         engines=engines,
         issued_ms=int(time.time() * 1000),
         trust=trust,
@@ -56,8 +68,31 @@ def sign_manifest(
     return Manifest(body=raw, signature=sign(device_key, raw))
 
 
+def _acceptable(models: list[ModelInfo]) -> list[ModelInfo]:
+    kept: list[ModelInfo] = []
+    for model in models:
+        try:
+            msgspec.convert(msgspec.to_builtins(model), ModelInfo)
+        except msgspec.ValidationError as exc:
+            log.warning("not offering model %r: %s", model.name[:MAX_NAME], exc)
+            continue
+        kept.append(model)
+    if len(kept) > MAX_MODELS:
+        log.warning("offering the first %d of %d models", MAX_MODELS, len(kept))
+    return kept[:MAX_MODELS]
+
+
 def verify_manifest(manifest: Manifest, *, device_key: bytes, peer_id: str) -> ManifestBody:
-    """Return the manifest body if it is signed by ``device_key`` and names ``peer_id``."""
+    """Return the manifest body if it is signed by ``device_key`` and names ``peer_id``.
+
+    Refused with MANIFEST_INVALID: a bad signature, a body over :data:`MAX_MANIFEST_BYTES`,
+    more than :data:`~lichen.wire.messages.MAX_MODELS` models, over-long or malformed names.
+    """
+    if len(manifest.body) > MAX_MANIFEST_BYTES:
+        raise LichenError(
+            ErrorCode.MANIFEST_INVALID,
+            f"manifest of {len(manifest.body)} bytes exceeds {MAX_MANIFEST_BYTES}",
+        )
     if not verify(device_key, manifest.signature, manifest.body):
         raise LichenError(ErrorCode.MANIFEST_INVALID, "manifest signature does not verify")
     try:

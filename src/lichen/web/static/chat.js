@@ -172,10 +172,12 @@
         if (delta) {
           if (result.ttft === null) result.ttft = performance.now() - started;
           content += delta;
-          const following =
-            transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 48;
+          // The transcript grows with the page: keep the answer's end in view while the
+          // reader is following it (not when they scrolled up to read something else).
+          const bottom = answer.article.getBoundingClientRect().bottom;
+          const following = bottom <= window.innerHeight + 48;
           answer.body.append(delta);
-          if (following) transcript.scrollTop = transcript.scrollHeight;
+          if (following) status.scrollIntoView({ block: "end" });
         }
       });
     } catch (err) {

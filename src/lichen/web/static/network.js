@@ -46,7 +46,7 @@
         "Reputation",
         "num",
         percent(n.reputation),
-        el("span", { className: "sub" }, ` · ${n.served} served${failed}`),
+        el("span", { className: "sub" }, ` · ${n.served} served${failed} since it connected`),
       ),
     );
   }

@@ -59,10 +59,11 @@
         if (response.ok) {
           const n = await response.json();
           $("node-served").textContent = thousands(n.served);
+          $("node-served-now").textContent = `all time · ${thousands(n.served_now)} since it connected`;
           $("node-tokens").textContent = thousands(n.tokens);
           $("node-tokens-split").textContent =
             `${thousands(n.prompt_tokens)} in · ${thousands(n.completion_tokens)} out`;
-          if (n.credits !== null && n.credits !== undefined) $("node-credits").textContent = n.credits;
+          if (n.credits !== null && n.credits !== undefined) $("node-credits").textContent = `${n.credits} credits`;
           $("node-uptime").textContent = duration(n.uptime_s);
           const state = $("node-state");
           state.textContent = n.state;

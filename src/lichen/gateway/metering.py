@@ -1,0 +1,131 @@
+"""Metering: the usage the gateway settles for one answer, from what it streamed.
+
+:class:`Meter` counts the completion text the client was sent with the model's
+own tokenizer (:class:`~lichen.ledger.tokens.TokenCounter`, when this gateway has
+the model file), bounds the node's claim with :func:`~lichen.ledger.charge.bound_charge`,
+and reports a claim beyond what was streamed as :class:`TokenEvidence`:
+metadata only (node, model, job, claimed and counted tokens), never text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lichen.gateway.completions import Outcome
+from lichen.ledger.charge import Charge, bound_charge
+from lichen.ledger.receipts import claimed_usage
+from lichen.ledger.tokens import ModelFile, TokenCounter
+from lichen.models.store import ModelStore
+from lichen.tracker.registry import Registry
+
+__all__ = [
+    "ContextFor",
+    "Meter",
+    "TokenEvidence",
+    "installed_model_file",
+    "registry_context",
+]
+
+log = logging.getLogger(__name__)
+
+ContextFor = Callable[[str, str], int]  # (node peer id, model) -> context tokens, 0 unknown
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvidence:
+    """A node claimed more tokens than the gateway streamed (metadata only)."""
+
+    node: str
+    model: str
+    job_id: str
+    claimed_prompt: int
+    claimed_completion: int
+    counted_completion: int | None  # None: no tokenizer here, bounded by bytes streamed
+    charged_prompt: int
+    charged_completion: int
+
+
+class Meter:
+    def __init__(
+        self,
+        *,
+        tokens: TokenCounter | None = None,
+        context_for: ContextFor | None = None,
+        on_evidence: Callable[[TokenEvidence], None] | None = None,
+    ) -> None:
+        self.tokens = tokens
+        self.context_for = context_for
+        self.on_evidence = on_evidence
+
+    async def measure(self, outcome: Outcome) -> Charge:
+        """The usage to settle and count for ``outcome``; logs evidence of inflation."""
+        counted = None
+        if self.tokens is not None and outcome.model:
+            # Off the event loop: the first use of a model reads its GGUF header.
+            counted = await asyncio.to_thread(
+                self.tokens.count, outcome.model, outcome.completion_text
+            )
+        context = 0
+        if self.context_for is not None and outcome.node and outcome.model:
+            context = self.context_for(outcome.node, outcome.model)
+        # The claim that would be paid: the signed receipt's, else the final usage.
+        claimed = claimed_usage(outcome.receipt) or outcome.usage
+        charge = bound_charge(
+            claimed=claimed,
+            text=outcome.completion_text,
+            counted=counted,
+            context=context,
+        )
+        if charge.clamped and outcome.node:
+            evidence = TokenEvidence(
+                node=outcome.node,
+                model=outcome.model,
+                job_id=outcome.job_id,
+                claimed_prompt=claimed.prompt_tokens,
+                claimed_completion=claimed.completion_tokens,
+                counted_completion=counted,
+                charged_prompt=charge.usage.prompt_tokens,
+                charged_completion=charge.usage.completion_tokens,
+            )
+            log.warning(
+                "token claim clamped: node %s job %s model %s claimed %d+%d tokens, "
+                "counted %s completion tokens (%s), charged %d+%d",
+                evidence.node,
+                evidence.job_id,
+                evidence.model,
+                evidence.claimed_prompt,
+                evidence.claimed_completion,
+                "-" if counted is None else counted,
+                charge.method,
+                evidence.charged_prompt,
+                evidence.charged_completion,
+            )
+            if self.on_evidence is not None:
+                self.on_evidence(evidence)
+        return charge
+
+
+def installed_model_file(models_path: Path) -> ModelFile:
+    """Model name -> its GGUF file in this machine's model store (None if not installed)."""
+    store = ModelStore(models_path)
+
+    def model_file(model: str) -> Path | None:
+        installed = store.get(model)
+        return installed.path if installed is not None else None
+
+    return model_file
+
+
+def registry_context(registry: Registry) -> ContextFor:
+    """(node, model) -> the context size the node's manifest declares (0 if unknown)."""
+
+    def context_for(node: str, model: str) -> int:
+        conn = registry.get(node)
+        info = conn.state.model_info(model) if conn is not None else None
+        return info.context if info is not None else 0
+
+    return context_for
