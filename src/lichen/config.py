@@ -268,6 +268,12 @@ class Settings(BaseSettings):
         description="Tracker: a job whose client has not read a delivered chunk this long is "
         "cancelled on its node (the stream ends with a timeout error).",
     )
+    affinity: bool = Field(
+        default=True,
+        description="Tracker: prefix affinity; a request goes to the node that was sent the "
+        "longest prefix of its prompt (tracked as hashes, never text) unless that node's wait "
+        "exceeds the prompt processing it saves. false: rank by load and speed only.",
+    )
 
     # privacy (policy file: <data_dir>/policy.toml, default preset "private")
     telemetry: bool | None = Field(

@@ -216,3 +216,4 @@ def test_caps_by_route() -> None:
     assert limits.cap_for("/v1/account/keys") == 1
     assert limits.cap_for("/node/telemetry") == 1
     assert limits.cap_for("/signup") == 1
+    assert limits.cap_for("/v1/catalog/uploads/u1/chunks/0") >= 1 << 20  # a model chunk

@@ -217,6 +217,21 @@ async def test_concurrent_joins_cannot_overuse_an_invite(net: Network) -> None:
     assert len(await net.repo.members()) == 3
 
 
+async def test_two_links_of_one_device_spend_a_single_use_invite_once(net: Network) -> None:
+    """A node opens its job link and its model-transfer link at once, with one invite."""
+    admission = net.admission("public")
+    token = await net.invite(max_uses=1)
+    cert = device()
+    results = await asyncio.gather(
+        *(admission.admit(cert, token, "10.0.0.1:1") for _ in range(2)), return_exceptions=True
+    )
+    assert results == ["community", "community"]
+    (invite,) = await net.repo.invites()
+    assert invite.uses == 1
+    error = await refused(admission.admit(device(), token, "10.0.0.2:1"))
+    assert error.code is ErrorCode.INVITE_INVALID
+
+
 async def test_foreign_revoked_unknown_wrong_role_and_tampered_invites(net: Network) -> None:
     admission = net.admission("public")
     foreign = await net.invite(key=generate_key())

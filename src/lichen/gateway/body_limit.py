@@ -14,8 +14,10 @@ was read whole. :class:`BodyLimitMiddleware` sits in front of every route and:
   request guard, which also admits them before their body is read.
 
 Inference routes (``/v1/*`` and ``/api/*``, except ``/v1/auth`` and
-``/v1/account``) get the inference cap (``max_request_bytes``); every other route
-gets the small form cap (``max_form_bytes``). Refusals are OpenAI-shaped JSON.
+``/v1/account``) get the inference cap (``max_request_bytes``); model uploads
+(``/v1/catalog/uploads``, for signed-in uploaders, each chunk checked by its
+route) 64 MiB; every other route the small form cap (``max_form_bytes``).
+Refusals are OpenAI-shaped JSON.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 
 INFERENCE_PREFIXES = ("/v1/", "/api/")
 FORM_PREFIXES = ("/v1/auth/", "/v1/account")  # under /v1/, but small bodies
+UPLOAD_PREFIXES = ("/v1/catalog/uploads",)  # model uploads: the route checks each chunk
+UPLOAD_BYTES = 64 * 1024 * 1024  # a chunk list of a very large model, or one chunk
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -64,6 +68,8 @@ class BodyLimits:
         return path.startswith(INFERENCE_PREFIXES) and not path.startswith(FORM_PREFIXES)
 
     def cap_for(self, path: str) -> int:
+        if path.startswith(UPLOAD_PREFIXES):
+            return max(UPLOAD_BYTES, self.inference_bytes)
         return self.inference_bytes if self.is_inference(path) else self.form_bytes
 
 

@@ -191,6 +191,7 @@ class NetworkModels:
         await self.share()
         error = LichenError(ErrorCode.NODE_FAILED, "tracker unreachable")
         attempt = 0
+        pending_said = False
         while attempt < CONNECT_ATTEMPTS:
             try:
                 async with self.client() as client:
@@ -201,7 +202,10 @@ class NetworkModels:
                 error = LichenError(ErrorCode.NODE_FAILED, f"tracker unreachable: {exc}")
             except LichenError as exc:
                 if exc.code is ErrorCode.MEMBERSHIP_PENDING:
-                    log.warning("%s (waiting for approval before fetching)", exc.message)
+                    # Say it once; the operator's approval can take a while.
+                    level = logging.DEBUG if pending_said else logging.WARNING
+                    log.log(level, "%s (waiting for approval before fetching)", exc.message)
+                    pending_said = True
                     await asyncio.sleep(PENDING_RETRY_S)
                     continue
                 if exc.code is not ErrorCode.NODE_FAILED:

@@ -196,6 +196,8 @@ async def tracker_stack(
         scheduler = Scheduler(tracker.registry, reputation)
         scheduler.trust_for = privacy.policy.allowed_trust
         scheduler.alias_of = _catalog_name  # "smollm2" names smollm2-135m, as in the CLI
+        if not settings.affinity:  # LICHEN_AFFINITY=false: no prefix affinity (issue 16)
+            scheduler.affinity = None
         if settings.audits:  # probes re-scored by the tracker's reference models (issue 11)
             audits = AuditService.for_tracker(
                 settings, db, tracker.registry, reputation, accounting.ledger, privacy.policy

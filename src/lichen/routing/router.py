@@ -27,6 +27,7 @@ import msgspec
 
 from lichen.engines.base import Delta, EngineEvent, Finish
 from lichen.errors import ErrorCode, LichenError
+from lichen.routing.affinity import PrefixChain
 from lichen.routing.capabilities import supports
 from lichen.routing.scheduler import Scheduler
 from lichen.tracker.job_stream import JobStream
@@ -77,12 +78,13 @@ class Router:
         sent_calls = False  # tool calls were streamed: a text continuation cannot resume them
         tried: set[str] = set()
         last_error = _full("no node can serve this model right now")
+        prefix = self.scheduler.prefix_chain(request)  # hashes only, for prefix affinity
         for _attempt in range(self.max_attempts):
             attempt_request = _resumed(request, "".join(sent_text), sent_tokens)
             if attempt_request is None:  # the budget was used up exactly when the node died
                 yield Finish("length", Usage(0, sent_tokens))
                 return
-            job = await self._start(attempt_request, tried, deadline_s)
+            job = await self._start(attempt_request, tried, deadline_s, prefix)
             if job is None:
                 raise last_error
             trace.nodes.append(job.peer_id)
@@ -100,6 +102,7 @@ class Router:
                         yield event
                     else:
                         self.reputation.job_succeeded(job.peer_id, ttft_s)
+                        self.scheduler.remember_answer(job.peer_id, request, "".join(sent_text))
                         yield _merged_finish(
                             event, sent_tokens, resumed=bool(attempt_request.continuation)
                         )
@@ -147,16 +150,20 @@ class Router:
             raise LichenError(ErrorCode.NODE_FAILED, message) from None
 
     async def _start(
-        self, request: GenerationRequest, tried: set[str], deadline_s: float
+        self,
+        request: GenerationRequest,
+        tried: set[str],
+        deadline_s: float,
+        prefix: PrefixChain | None = None,
     ) -> JobStream | None:
         for conn in self.scheduler.candidates(
-            request.model, exclude=tried, privacy_class=request.privacy_class
+            request.model, exclude=tried, privacy_class=request.privacy_class, prefix=prefix
         ):
             if request.params.tools and not supports(conn, request.model, "tools"):
                 continue  # this node's engine for the model cannot take tools
             tried.add(conn.peer_id)
             try:
-                return await conn.start_job(
+                job = await conn.start_job(
                     request,
                     deadline_ms=int((time.time() + deadline_s) * 1000),
                     stall_timeout_s=self.stall_timeout_s,
@@ -164,6 +171,9 @@ class Router:
             except LichenError as error:
                 if error.code in CLIENT_CAUSED:
                     raise  # no node could carry it
+            else:
+                self.scheduler.remember(conn, prefix)
+                return job
         return None
 
 

@@ -14,9 +14,16 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from lichen.errors import ErrorCode, LichenError
+from lichen.routing.affinity import (
+    CHARS_PER_TOKEN,
+    AffinityTable,
+    PrefixChain,
+    capacity_blocks,
+)
 from lichen.routing.reputation import EwmaReputation, Reputation
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
+from lichen.wire.messages import GenerationRequest
 
 AUTO_MODEL = "auto"
 SAMPLE_SIZE = 32
@@ -26,6 +33,8 @@ FAILURE_COST_S = 5.0  # what a failed job costs the client (detection, failover,
 MAX_NAME_LENGTH = 128  # longer names cannot be served (the wire's bound): no lookup
 MAX_LISTED_MODELS = 20  # an unknown model's 404 names at most this many served ones
 STALE_AFTER_S = 5.0  # no frame for this long: not a candidate (the watchdog drops it soon)
+PREFILL_SPEEDUP = 8.0  # prompt tokens/s per decode token/s (batched prefill; CPU, small models)
+DEFAULT_CONTEXT = 4096  # tokens per slot when a manifest does not say
 
 
 def expected_ttft_s(
@@ -98,6 +107,8 @@ class Scheduler:
         # Another name a model is known by -> its name (the model catalog's aliases, which
         # the CLI's --model accepts too); None: names are matched as they are, in any case.
         self.alias_of: Callable[[str], str | None] | None = None
+        # Prefix affinity (which node was sent which prompt prefix, as hashes); None: off.
+        self.affinity: AffinityTable | None = AffinityTable()
 
     def resolve_model(self, requested: str) -> str:
         """Map ``auto`` to the model most nodes serve; check the others exist."""
@@ -152,11 +163,50 @@ class Scheduler:
         expected = expected_ttft_s(conn, model, self.reputation) + answer_time_s(conn, model)
         return expected / trust + (1.0 - trust) * FAILURE_COST_S
 
+    def saved_prefill_s(self, conn: NodeConnection, prefix: PrefixChain | None) -> float:
+        """Prompt processing ``conn`` likely skips because its KV cache still holds the
+        longest prefix of ``prefix`` that it was sent (0 with affinity off)."""
+        if self.affinity is None or not prefix:
+            return 0.0
+        chars = self.affinity.matched_chars(conn.peer_id, prefix)
+        if not chars:
+            return 0.0
+        speed = (conn.state.tokens_per_s or DEFAULT_TOKENS_PER_S) * PREFILL_SPEEDUP
+        return chars / CHARS_PER_TOKEN / speed
+
+    def prefix_chain(self, request: GenerationRequest) -> PrefixChain | None:
+        """The request's prompt as a hash chain for affinity (None with affinity off)."""
+        return self.affinity.chain(request) if self.affinity is not None else None
+
+    def remember(self, conn: NodeConnection, prefix: PrefixChain | None) -> None:
+        """``prefix`` was sent to ``conn``: later requests sharing it prefer that node."""
+        if self.affinity is None or not prefix:
+            return
+        tokens = sum(
+            (m.context or DEFAULT_CONTEXT) * max(1, m.slots) for m in conn.state.manifest.models
+        )
+        self.affinity.remember(conn.peer_id, prefix, capacity_blocks(tokens))
+
+    def remember_answer(self, peer_id: str, request: GenerationRequest, answer: str) -> None:
+        """``peer_id`` answered ``request`` with ``answer``: its KV cache holds both, which
+        is how the conversation's next turn starts."""
+        if self.affinity is not None and answer:
+            self.affinity.remember(peer_id, self.affinity.chain(request, answer))
+
     def candidates(
-        self, model: str, exclude: Iterable[str] = (), privacy_class: str = ""
+        self,
+        model: str,
+        exclude: Iterable[str] = (),
+        privacy_class: str = "",
+        prefix: PrefixChain | None = None,
     ) -> list[NodeConnection]:
         """Healthy nodes serving ``model``, best first (at most ``sample_size`` of them);
-        with a ``privacy_class``, only nodes whose granted trust level may serve it."""
+        with a ``privacy_class``, only nodes whose granted trust level may serve it.
+
+        With a ``prefix`` (prefix affinity), a node's score drops by the prompt
+        processing it likely skips: a follow-up turn goes back to the node that
+        served the conversation, unless that node's expected wait exceeds the saving.
+        """
         servers = self.registry.serving(model)
         allowed = (
             self.trust_for(privacy_class) if privacy_class and self.trust_for is not None else None
@@ -178,7 +228,13 @@ class Scheduler:
             and not (self.blocked is not None and self.blocked(c.peer_id))
         ]
         # Ties (e.g. idle nodes with no history) go to the node used least recently.
-        return sorted(healthy, key=lambda c: (self.score(c, model), c.state.last_job))
+        return sorted(
+            healthy,
+            key=lambda c: (
+                self.score(c, model) - self.saved_prefill_s(c, prefix),
+                c.state.last_job,
+            ),
+        )
 
     def _sample(self, servers: Sequence[NodeConnection]) -> list[NodeConnection]:
         """All of ``servers`` if few, else about ``sample_size`` of them at random.

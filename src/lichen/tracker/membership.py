@@ -143,6 +143,9 @@ class InviteAdmission:
         # tracker restart) need no database read. Status changes made by the operator's
         # CLI reach it through the watcher (``forget``); see lichen.tracker.revocations.
         self._approved: dict[str, MemberRecord] = {}
+        # One registration at a time (first joins are rare): a node opens its job link
+        # and its model-transfer link together, and both must not spend the invite.
+        self._registering = asyncio.Lock()
 
     async def preload(self) -> int:
         """Load every approved member into memory; returns how many."""
@@ -158,7 +161,7 @@ class InviteAdmission:
         now = self._clock()
         member = self._approved.get(pid) or await self.members.member(pid)
         if member is None:
-            member = await self._register(pid, cert, invite, remote, now)
+            member = await self._register_once(pid, cert, invite, remote, now)
         else:
             await self._check_known(member, cert, now)
         if member.status == "approved":
@@ -170,6 +173,17 @@ class InviteAdmission:
                 f"lichen network approve {pid}",
             )
         return member.trust
+
+    async def _register_once(
+        self, pid: str, cert: DeviceCertificate, invite: str, remote: str, now: int
+    ) -> MemberRecord:
+        """Register ``pid``, or, if a concurrent link registered it first, check that."""
+        async with self._registering:
+            member = await self.members.member(pid)
+            if member is None:
+                return await self._register(pid, cert, invite, remote, now)
+        await self._check_known(member, cert, now)
+        return member
 
     async def _check_known(self, member: MemberRecord, cert: DeviceCertificate, now: int) -> None:
         if member.status == "revoked":
