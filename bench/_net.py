@@ -87,6 +87,7 @@ class BenchNetwork:
             "LICHEN_MODELS_DIR": str(self.models_dir),
             "LICHEN_LOG_LEVEL": "WARNING",
             "LICHEN_ADMISSIONS_PER_IP_HOUR": "1000",
+            "LICHEN_OPERATOR_SURFACES": "open",  # the bench reads /v1/network
             "XDG_DATA_HOME": str(self.root / "xdg"),
         }
         return env | (extra or {})

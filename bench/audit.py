@@ -39,11 +39,10 @@ from audit_kit import (  # noqa: E402
     start_engine,
     vocabulary,
 )
-from lichen.audit.probes import DEFAULT_SHAPES, TrafficShapes  # noqa: E402
 from lichen.audit.scheduler import DEFAULT_BUDGET, PROBE_TOKENS  # noqa: E402
 from lichen.engines.base import Delta  # noqa: E402
 from lichen.models.verify import hash_file  # noqa: E402
-from lichen.wire.messages import ModelInfo, SamplingParams  # noqa: E402
+from lichen.wire.messages import ModelInfo  # noqa: E402
 
 MODEL = "smollm2-135m"
 SMOLLM = REPO / ".cache" / "models" / MODEL / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,20 +51,9 @@ MAX_AUDITS = 10  # per trial: a mode not caught by then counts as missed
 PROBE_CAP = 64  # --max-tokens
 
 
-def _cap_probes(net: AuditNet) -> None:
+def _cap_probes(net: AuditNet, seed: int | None = None) -> None:
     """The default probe shapes, every one capped at ``PROBE_CAP`` tokens (bench cost)."""
-    shapes = TrafficShapes()
-    for shape, weight in DEFAULT_SHAPES:
-        for _ in range(int(weight)):
-            shapes.observe(
-                SamplingParams(
-                    max_tokens=min(shape.max_tokens or PROBE_CAP, PROBE_CAP),
-                    temperature=shape.temperature,
-                    top_p=shape.top_p,
-                    seed=1 if shape.seeded else None,
-                )
-            )
-    net.audits.probes.factory.shapes = shapes
+    net.cap_probes(PROBE_CAP, seed=seed)
 
 
 async def _load(net: AuditNet, peer_id: str, stop: asyncio.Event) -> int:
@@ -160,20 +148,22 @@ async def lying(root: Path, sha: str, mode: str, trials: int) -> dict[str, Any]:
     first: list[int] = []
     quarantined: list[int] = []
     kinds: dict[str, int] = {}
+    refused = 0
     try:
         for trial in range(trials):
             net = await AuditNet(root / f"{mode}-{trial}", SMOLLM, sha256=sha).start()
-            _cap_probes(net)
+            _cap_probes(net, seed=trial)
             try:
                 liar = LyingEngine(
                     engine, mode, claim=claim, vocab=vocab, seed=trial, close_inner=False
                 )
                 peer = await net.add_node(liar, f"{mode}-{trial}")
-                net.audits.probes.factory._rng.seed(trial)
                 caught = caged = 0
                 for n in range(1, MAX_AUDITS + 1):
                     entry = await net.probe(peer)
-                    if entry is not None and not entry.passed:
+                    if entry is None:
+                        refused += 1  # the job failed: e.g. the tracker's usage bound refused it
+                    elif not entry.passed:
                         caught = caught or n
                         for f in entry.findings:
                             kinds[f.kind] = kinds.get(f.kind, 0) + 1
@@ -200,6 +190,7 @@ async def lying(root: Path, sha: str, mode: str, trials: int) -> dict[str, Any]:
         "quarantine_median": statistics.median(quarantined),
         "quarantine_max": max(quarantined),
         "missed": sum(1 for q in quarantined if q > MAX_AUDITS),
+        "jobs_refused": refused,
         "findings": kinds,
     }
 
@@ -233,11 +224,15 @@ async def main() -> None:
     results["cost_share_default"] = {
         f"{s} tok/s": round(cost_share(s), 4) for s in (10.0, 40.0, 100.0, 1000.0)
     }
-    print("mode | trials | first failed audit: median / max | quarantined: median / max | missed")
+    print(
+        "mode | trials | first failed audit: median / max | quarantined: median / max | "
+        "missed | jobs refused"
+    )
     for m in results["modes"]:
         print(
             f"{m['mode']} | {m['trials']} | {m['first_median']} / {m['first_max']} | "
-            f"{m['quarantine_median']} / {m['quarantine_max']} | {m['missed']}  "
+            f"{m['quarantine_median']} / {m['quarantine_max']} | {m['missed']} | "
+            f"{m['jobs_refused']}  "
             f"{m['findings']}"
         )
     if "honest" in results:

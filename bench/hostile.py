@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from lichen.gateway.limits import SchemaLimits, check_schema
+from lichen.engines.schema_limits import SchemaLimits, check_schema
 from lichen.models import InstalledModel
 from overhead import DEFAULT_MODELS_DIR, conditions, pct, resolve_model
 

@@ -179,7 +179,7 @@ async def tracker_side(args: argparse.Namespace) -> None:
     from fastapi import FastAPI
 
     from lichen.identity.store import load_identity, now_ms
-    from lichen.routing.reputation import EwmaReputation
+    from lichen.reputation.book import EwmaReputation
     from lichen.routing.scheduler import Scheduler
     from lichen.server import HttpServer
     from lichen.storage.engine import create_engine, migrate

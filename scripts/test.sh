@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/install.sh --dev --system-deps
+# The models the e2e tests use, fetched here so no download counts against a test's timeout.
+.venv/bin/python tests/prefetch.py
 
 check_rc=0
 bash scripts/check.sh || check_rc=$?

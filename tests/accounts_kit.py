@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lichen.accounts.passwords import fast_passwords
 from lichen.clock import Clock, ManualClock
 from lichen.config import Settings
-from lichen.gateway.accounting import Accounting
 from lichen.gateway.completions import Outcome
 from lichen.gateway.dialects.openai import OpenAIRoute
 from lichen.gateway.dialects.route import dialect_router
-from lichen.gateway.errors import install_error_handlers
 from lichen.gateway.guard import current_ticket
+from lichen.gateway.services import GatewayServices
+from lichen.http.errors import install_error_handlers
 from lichen.identity.signing import generate_key
 from lichen.ratelimit import Backend
 from lichen.wire.messages import Usage
@@ -32,8 +32,8 @@ def make_accounting(
     clock: Clock | None = None,
     backend: Backend | None = None,
     **settings: Any,
-) -> Accounting:
-    return Accounting.build(
+) -> GatewayServices:
+    return GatewayServices.build(
         Settings(**settings),
         db,
         NETWORK_KEY,
@@ -43,7 +43,7 @@ def make_accounting(
     )
 
 
-def account_app(acc: Accounting, *, tokens_per_answer: int = 10) -> FastAPI:
+def account_app(acc: GatewayServices, *, tokens_per_answer: int = 10) -> FastAPI:
     """The accounting routes and guard, plus a stand-in chat endpoint that "answers"
     with ``tokens_per_answer`` tokens and settles like the real one."""
     app = FastAPI()

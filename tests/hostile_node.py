@@ -333,7 +333,10 @@ class HostileNode:
         if vectors is None:
             vectors = [pack_vector([0.5, 0.25, 0.0, 1.0]) for _ in range(count)]
         usage = s.embed_usage or Usage(count, 0)
-        await self.send(EmbedResult(job_id=start.job_id, vectors=vectors, usage=usage))
+        receipt = self.receipt(start.job_id, start.request.model, s.receipt_usage or usage)
+        await self.send(
+            EmbedResult(job_id=start.job_id, vectors=vectors, usage=usage, receipt=receipt)
+        )
 
 
 def model_info(

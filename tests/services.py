@@ -25,7 +25,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -39,6 +38,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lichen.storage.engine import create_engine, migrate
+from ports import free_port
 
 PG_BIN = Path(os.environ.get("LICHEN_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = os.environ.get("LICHEN_TEST_REDIS_SERVER", "redis-server")
@@ -65,12 +65,6 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(lambda: asyncio.run(make())).result()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

@@ -20,6 +20,11 @@ def to_ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
+def now_ms(clock: Clock = system_clock) -> int:
+    """``clock``'s time in Unix milliseconds (identity, wire and database timestamps)."""
+    return to_ms(clock())
+
+
 class ManualClock:
     """A clock that only moves when told to (tests, simulations)."""
 

@@ -188,6 +188,11 @@ class Settings(BaseSettings):
     ctx_size: int = Field(
         default=16384, ge=256, description="Total context size shared by all slots, in tokens."
     )
+    kv_unified: bool = Field(
+        default=False,
+        description="One KV cache shared by all slots: one request may use the whole ctx_size "
+        "(long agent prompts) instead of ctx_size / parallel.",
+    )
     node_name: str | None = Field(default=None, description="Human-readable node name.")
     local_model: bool = Field(
         default=True,
@@ -274,6 +279,15 @@ class Settings(BaseSettings):
         "longest prefix of its prompt (tracked as hashes, never text) unless that node's wait "
         "exceeds the prompt processing it saves. false: rank by load and speed only.",
     )
+    queue_per_slot: float | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="Tracker: jobs per slot a node may be sent beyond its slots; when every "
+        "node is that busy, a request is refused at once (503 with Retry-After) instead of "
+        "queueing, so admitted requests keep their TTFT under overload. 0: only free slots. "
+        "Unset: each node's own bounded queue decides.",
+    )
 
     # privacy (policy file: <data_dir>/policy.toml, default preset "private")
     telemetry: bool | None = Field(
@@ -294,10 +308,11 @@ class Settings(BaseSettings):
     )
 
     # audits (issue 11): probes re-scored by the tracker's reference copy of the model
-    audits: bool = Field(
-        default=False,
+    audits: bool | None = Field(
+        default=None,
         description="Tracker: send probe jobs to nodes and re-score their answers with a "
-        "reference copy of each model installed in the tracker's models dir.",
+        "reference copy of each model installed in the tracker's models dir (default: on for "
+        "a public network, off for a private one).",
     )
     audit_budget: float = Field(
         default=0.02,
@@ -307,6 +322,12 @@ class Settings(BaseSettings):
     )
     audit_quarantine_after: int = Field(
         default=2, ge=1, description="Failed audits after which a node gets no more jobs."
+    )
+    audit_sanction: Literal["quarantine", "revoke"] = Field(
+        default="quarantine",
+        description="What happens at audit_quarantine_after failures: 'quarantine' (no jobs, "
+        "still connected, until `lichen network audits PEER --release`) or 'revoke' (also "
+        "revoke the membership, as `lichen network revoke` does).",
     )
     audit_threads: int = Field(
         default=1, ge=1, description="Threads of the tracker's reference engine for audits."

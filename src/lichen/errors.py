@@ -126,6 +126,15 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 
+def parse_code(value: str, *, unknown: ErrorCode) -> ErrorCode:
+    """The :class:`ErrorCode` a peer sent as a string (a wire ``Error``, a JSON error
+    body); ``unknown`` for a code this version does not know."""
+    try:
+        return ErrorCode(value)
+    except ValueError:
+        return unknown
+
+
 class LichenError(Exception):
     """An error with a code; its message is safe to show (never prompt text)."""
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from lichen.config import Settings
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.store import load_identity
-from lichen.metrics import NodeCollector
 from lichen.models import InstalledModel, ModelStore, Progress
 from lichen.node.agent import NodeAgent, NodeConfig
+from lichen.node.metrics import NodeCollector
 from lichen.portcheck import ensure_port_free
 from lichen.privacy.node_side import node_privacy_options
-from lichen.roles.engine import install_model
+from lichen.roles.llama_engine import install_model
 from lichen.roles.node_engine import start_node_engine
 from lichen.roles.tracker import tracker_stack
 from lichen.server import install_shutdown_signals

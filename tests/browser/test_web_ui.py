@@ -115,8 +115,15 @@ def test_stop_button_aborts_the_generation(up: LichenProcess, page: Page) -> Non
     stopped_at = answer.locator(".message-text").inner_text()
     # The gateway cancels the job on the node: its slot frees long before 300 numbers.
     wait_until(lambda: network(up)["nodes"][0]["inflight"] == 0, 10, "the job to be cancelled")
-    time.sleep(1)
-    assert answer.locator(".message-text").inner_text() == stopped_at  # nothing more arrived
+    # A later answer that completes is the barrier: anything still in flight for the
+    # stopped one would have landed by then.
+    answers = page.locator(".message-assistant")
+    before = answers.count()
+    stopped = answers.nth(before - 1)  # .last would follow the next answer
+    send(page, "Say hi.")
+    expect(answers).to_have_count(before + 1)
+    expect(answers.last).to_have_attribute("data-state", "done", timeout=90_000)
+    assert stopped.locator(".message-text").inner_text() == stopped_at  # nothing more arrived
 
 
 def test_telemetry_toggle_is_off_by_default_and_persists(

@@ -32,7 +32,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,8 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+
+from ports import port_taken, start_on_free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = "smollm2-135m"
@@ -58,19 +59,15 @@ def lichen_argv() -> list[str]:
     return [sys.executable, "-m", "lichen.cli.main"]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def scrubbed_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without any ``LICHEN_*`` variable, with test-friendly defaults."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LICHEN_")}
     env.update(
         LICHEN_THREADS="1",
         LICHEN_BATCH_THREADS="1",
+        # Public trackers audit by default: probe jobs at random times would add load and
+        # jobs to tests about other things (the audit tests build their own tracker).
+        LICHEN_AUDITS="false",
         PYTHONUNBUFFERED="1",
         NO_COLOR="1",
         TERM="dumb",
@@ -274,12 +271,27 @@ class Harness:
     ) -> LichenProcess:
         """Start ``lichen ARGS`` as ``name`` and wait until it is ``ready``.
 
-        A free port is chosen unless ``port`` is given; ``LICHEN_DATA_DIR`` is
-        ``<root>/<name>/data`` and ``LICHEN_MODELS_DIR`` the shared models dir.
+        A free port is chosen unless ``port`` is given (another one if it was taken
+        before the process bound it); ``LICHEN_DATA_DIR`` is ``<root>/<name>/data`` and
+        ``LICHEN_MODELS_DIR`` the shared models dir.
         """
         if any(p.name == name for p in self.processes):
             raise ValueError(f"a process called {name!r} already exists")
-        port = free_port() if port is None else port
+        if port is None:
+            return start_on_free_port(
+                lambda free: self._start_on(name, args, free, env, ready, timeout)
+            )
+        return self._start_on(name, args, port, env, ready, timeout)
+
+    def _start_on(
+        self,
+        name: str,
+        args: Sequence[str],
+        port: int,
+        env: Mapping[str, str] | None,
+        ready: Ready,
+        timeout: float,
+    ) -> LichenProcess:
         data_dir = self.root / name / "data"
         fill = {"port": str(port), "data_dir": str(data_dir), "models_dir": str(self.models_dir)}
         base = {"LICHEN_DATA_DIR": str(data_dir), "XDG_DATA_HOME": str(self.root / name / "xdg")}
@@ -297,8 +309,12 @@ class Harness:
         process.start()
         try:
             process.wait_ready(ready, timeout)
-        except BaseException:
+        except BaseException as exc:
             process.stop()
+            if port_taken(exc):  # start_on_free_port tries another port under this name
+                self.processes.remove(process)
+                process.stdout_path.unlink(missing_ok=True)
+                process.stderr_path.unlink(missing_ok=True)
             raise
         return process
 

@@ -115,13 +115,11 @@ def test_stuck_engine_shows_in_health_and_sigterm_still_exits(harness: Harness) 
         except (httpx.HTTPError, json.JSONDecodeError):
             status = ""
         time.sleep(0.2)
-    started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     try:
         code = process.wait(90)
     except subprocess.TimeoutExpired:
         pytest.fail(f"still running 90s after SIGTERM\n{process.tail()}")
-    assert time.monotonic() - started < 90
     assert code == 1, process.tail()
     assert "exiting now" in process.logs(), process.tail()
 

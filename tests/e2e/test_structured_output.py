@@ -2,8 +2,8 @@
 
 ``response_format`` passes through the gateway and the wire to llama.cpp, which
 turns a schema into a grammar, so even a 135M-parameter model can only emit
-JSON of the requested shape. Tools are refused with a 400 naming ``tools``:
-SmolLM2's chat template has no tool support.
+JSON of the requested shape. Tools are served the same way (generic tool calls):
+SmolLM2's chat template has no tool support of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from clients import NO_ANONYMOUS_LIMITS, anonymous_openai
 from harness import DEFAULT_MODEL, Harness, LichenProcess
@@ -130,7 +129,7 @@ def test_a_bad_response_format_is_a_400(up: LichenProcess) -> None:
     assert r.json()["error"]["param"] == "response_format"
 
 
-def test_tools_are_refused_for_a_model_without_tool_support(client: OpenAI) -> None:
+def test_tools_are_served_as_generic_calls_without_a_native_template(client: OpenAI) -> None:
     tools: Any = [
         {
             "type": "function",
@@ -140,16 +139,19 @@ def test_tools_are_refused_for_a_model_without_tool_support(client: OpenAI) -> N
             },
         }
     ]
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(
-            model=DEFAULT_MODEL,
-            messages=[{"role": "user", "content": "Weather in Paris?"}],
-            tools=tools,
-        )
-    assert info.value.status_code == 400
-    body: Any = info.value.body
-    assert body["param"] == "tools"
-    # tool_choice "none" needs no tool support: the request is served
+    reply = client.chat.completions.create(
+        model=DEFAULT_MODEL,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=tools,
+        tool_choice="required",
+        max_tokens=100,
+        temperature=0,
+    )
+    calls = reply.choices[0].message.tool_calls or []
+    assert calls and reply.choices[0].finish_reason == "tool_calls"
+    assert calls[0].type == "function" and calls[0].function.name == "get_weather"
+    assert isinstance(json.loads(calls[0].function.arguments), dict)
+    # tool_choice "none": the tools are dropped and the model answers in text
     reply = client.chat.completions.create(
         model=DEFAULT_MODEL,
         messages=[{"role": "user", "content": "Say hi"}],

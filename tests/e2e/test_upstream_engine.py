@@ -182,9 +182,7 @@ def test_stopping_the_upstream_withdraws_its_model(
     node: LichenProcess, upstream: Upstream, client: OpenAI
 ) -> None:
     upstream.stop()
-    started = time.monotonic()
     _wait_for(lambda: UPSTREAM_MODEL not in _listed(node), what="withdrawal", timeout=15)
-    assert time.monotonic() - started < 15
     assert _listed(node) == [DEFAULT_MODEL]
     r = httpx.post(
         f"{node.url}/v1/chat/completions",

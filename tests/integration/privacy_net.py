@@ -30,6 +30,7 @@ from lichen.server import HttpServer
 from lichen.storage import RequestLogRepository, create_engine, migrate
 from lichen.tracker.admission import OwnerAdmission
 from lichen.tracker.service import NODE_PATH, TrackerService
+from lichen.web.privacy_routes import install_privacy
 
 
 @dataclass
@@ -82,7 +83,7 @@ class PrivacyNetwork:
             )
         )
         self.app.add_api_websocket_route(NODE_PATH, self.tracker.endpoint)
-        self.privacy.install_routes(self.app)
+        install_privacy(self.app, self.privacy.service)
         await self.tracker.start()
         await self.privacy.start()
         self.http = HttpServer(self.app, host="127.0.0.1", port=0)

@@ -13,17 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounts_kit import account_app, client, csrf, make_accounting, signup
 from lichen.accounts.tokens import digest
-from lichen.gateway.accounting import Accounting
+from lichen.gateway.services import GatewayServices
 from lichen.storage.accounts_tables import ApiKeyRow
 
 
 @pytest.fixture
-def acc(lichen_db: AsyncEngine) -> Accounting:
+def acc(lichen_db: AsyncEngine) -> GatewayServices:
     return make_accounting(lichen_db, allow_anonymous=False)
 
 
 @pytest.fixture
-def app(acc: Accounting) -> FastAPI:
+def app(acc: GatewayServices) -> FastAPI:
     return account_app(acc)
 
 
@@ -45,7 +45,7 @@ def _bearer(key: str) -> dict[str, str]:
 
 
 async def test_a_key_is_shown_once_and_stored_only_as_a_digest(
-    acc: Accounting, http: httpx.AsyncClient, lichen_db: AsyncEngine
+    acc: GatewayServices, http: httpx.AsyncClient, lichen_db: AsyncEngine
 ) -> None:
     body = await signup(http)
     created = await _new_key(http, body, name="laptop")

@@ -17,7 +17,7 @@ from accounts_kit import PASSWORD, account_app, client, csrf, make_accounting, s
 from ledger_kit import NodeKeys
 from lichen.accounts.sweeper import AccountSweeper
 from lichen.clock import ManualClock
-from lichen.gateway.accounting import Accounting
+from lichen.gateway.services import GatewayServices
 from lichen.ledger import Claim
 from lichen.storage.accounts_tables import (
     AccountRow,
@@ -36,12 +36,12 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def acc(lichen_db: AsyncEngine, clock: ManualClock) -> Accounting:
+def acc(lichen_db: AsyncEngine, clock: ManualClock) -> GatewayServices:
     return make_accounting(lichen_db, clock=clock)
 
 
 @pytest.fixture
-def app(acc: Accounting) -> FastAPI:
+def app(acc: GatewayServices) -> FastAPI:
     return account_app(acc)
 
 
@@ -67,7 +67,7 @@ async def _bearer_key(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
 
 
 async def test_deletion_stops_the_account_now_and_purges_it_after_the_grace_period(
-    acc: Accounting,
+    acc: GatewayServices,
     app: FastAPI,
     http: httpx.AsyncClient,
     clock: ManualClock,
@@ -121,7 +121,7 @@ async def test_deletion_stops_the_account_now_and_purges_it_after_the_grace_peri
 
 
 async def test_a_deleted_account_can_be_restored_during_the_grace_period(
-    acc: Accounting, http: httpx.AsyncClient, clock: ManualClock
+    acc: GatewayServices, http: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     body = await signup(http, "bob")
     await http.request("DELETE", "/v1/account", json={"password": PASSWORD}, headers=csrf(body))
@@ -136,7 +136,7 @@ async def test_a_deleted_account_can_be_restored_during_the_grace_period(
 
 
 async def test_export_holds_the_accounts_data_and_nothing_of_others(
-    acc: Accounting, app: FastAPI, http: httpx.AsyncClient
+    acc: GatewayServices, app: FastAPI, http: httpx.AsyncClient
 ) -> None:
     bob = await signup(http, "bob")
     bob_key = await _bearer_key(http, bob)

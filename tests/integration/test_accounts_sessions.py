@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounts_kit import PASSWORD, account_app, client, csrf, make_accounting, signup
 from lichen.clock import ManualClock
-from lichen.gateway.accounting import Accounting
-from lichen.gateway.session_cookies import CSRF_COOKIE, REFRESH_COOKIE, SESSION_COOKIE
+from lichen.gateway.services import GatewayServices
+from lichen.http.csrf import COOKIE as CSRF_COOKIE
+from lichen.http.session_cookies import REFRESH_COOKIE, SESSION_COOKIE
 
 
 @pytest.fixture
@@ -23,12 +24,12 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def acc(lichen_db: AsyncEngine, clock: ManualClock) -> Accounting:
+def acc(lichen_db: AsyncEngine, clock: ManualClock) -> GatewayServices:
     return make_accounting(lichen_db, clock=clock)
 
 
 @pytest.fixture
-def app(acc: Accounting) -> FastAPI:
+def app(acc: GatewayServices) -> FastAPI:
     return account_app(acc)
 
 
@@ -75,7 +76,7 @@ async def test_session_cookies_are_httponly_lax_secure_on_https_and_short_lived(
     assert "password" not in response.text and "password_hash" not in response.text
 
 
-async def test_cookies_are_not_secure_over_plain_http(acc: Accounting) -> None:
+async def test_cookies_are_not_secure_over_plain_http(acc: GatewayServices) -> None:
     async with client(account_app(acc), https=False) as http:
         response = await http.post(
             "/v1/auth/signup",
@@ -103,7 +104,7 @@ async def test_signup_validates_and_refuses_duplicates(http: httpx.AsyncClient) 
 
 
 async def test_login_with_username_or_email_and_wrong_password(
-    acc: Accounting, http: httpx.AsyncClient
+    acc: GatewayServices, http: httpx.AsyncClient
 ) -> None:
     await signup(http, "erin")
     http.cookies.clear()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +15,8 @@ from lichen.wire.vectors import pack_vector
 
 
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path, timeout_s=2.0).start()
-    try:
-        yield network
-    finally:
-        await network.close()
+def net_options() -> dict[str, Any]:
+    return {"timeout_s": 2.0}
 
 
 @pytest.fixture

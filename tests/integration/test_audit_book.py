@@ -16,7 +16,7 @@ from lichen.audit.service import audit_json
 from lichen.audit.store import AuditStore, findings_from
 from lichen.audit.verifier import Finding, Verdict
 from lichen.clock import ManualClock
-from lichen.gateway.errors import install_error_handlers
+from lichen.http.errors import install_error_handlers
 from lichen.tracker.api import AUDITS_PATH, NETWORK_PATH, mount_tracker
 from lichen.tracker.registry import Registry
 from lichen.tracker.service import TrackerService

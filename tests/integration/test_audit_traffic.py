@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import pytest
@@ -13,8 +14,10 @@ from lichen.audit.probes import ProbeFactory, TrafficShapes, load_probes
 from lichen.audit.rescoring import Rescored, TokenScore
 from lichen.audit.scheduler import MIN_INTERVAL_S, ProbeScheduler
 from lichen.audit.traffic import TrafficAudits
+from lichen.engines.base import Delta, EngineEvent, Finish
 from lichen.privacy.policy import AuditRules, Policy, load_preset, parse_policy, preset_text
 from lichen.privacy.summary import policy_text
+from lichen.routing.router import RouteTrace
 from lichen.wire.messages import ChatMessage, GenerationRequest, ModelInfo, SamplingParams, Usage
 
 MODEL = "m"
@@ -75,22 +78,60 @@ def test_the_policy_limits_traffic_audits_to_classes_the_verifier_may_see() -> N
     assert "re-scored" in policy_text(p)
 
 
+async def _events(*events: EngineEvent) -> AsyncGenerator[EngineEvent, None]:
+    for event in events:
+        yield event
+
+
+async def _drain(events: AsyncGenerator[EngineEvent, None]) -> list[EngineEvent]:
+    return [event async for event in events]
+
+
+ANSWERED = (Delta("Hi"), Finish("stop", Usage(10, 2)))
+
+
 async def test_traffic_audits_sample_as_the_policy_says_and_keep_no_text() -> None:
     book = AuditBook()
     scorer = FakeScorer(split=BAD, text=BAD)
-    traffic = TrafficAudits(Auditor(scorer, book), lambda: policy(1.0), rng=random.Random(1))
-    assert traffic.wants(request(), SHA)
-    assert not traffic.wants(request(), "b" * 64)  # other weights: the reference cannot judge
-    assert not traffic.wants(request(tools='[{"type": "function"}]'), SHA)
-    none = TrafficAudits(Auditor(scorer, book), lambda: policy(0.0))
-    assert not none.wants(request(), SHA)
-    assert traffic.submit("lp-n", request(), ANSWER)
+    traffic = TrafficAudits(
+        Auditor(scorer, book),
+        lambda: policy(1.0),
+        claimed=lambda peer, model: SHA,
+        rng=random.Random(1),
+    )
+    assert traffic.sampled(request())
+    assert not traffic.sampled(request(tools='[{"type": "function"}]'))  # cannot be judged
+    assert not TrafficAudits(Auditor(scorer, book), lambda: policy(0.0)).sampled(request())
+    # the class allows no node of the verifier's trust level: never sampled
+    assert not TrafficAudits(Auditor(scorer, book), lambda: policy(1.0, "outsider")).sampled(
+        request()
+    )
+    assert await _drain(traffic.tap(request(), RouteTrace(["lp-n"]), _events(*ANSWERED))) == list(
+        ANSWERED
+    )
     await traffic.join()
     record = book.node("lp-n")
-    assert record is not None and record.failures == 1
+    assert record is not None and record.failures == 1 and traffic.submitted == 1
     (entry,) = record.recent
     assert entry.source == "traffic"
     assert all(f.claimed == "" and f.reference == "" for f in entry.findings)
+
+
+async def test_answers_the_method_cannot_judge_are_skipped_not_failed() -> None:
+    book = AuditBook()
+    scorer = FakeScorer(split=BAD, text=BAD)
+    other_weights = TrafficAudits(
+        Auditor(scorer, book), lambda: policy(1.0), claimed=lambda peer, model: "b" * 64
+    )
+    await _drain(other_weights.tap(request(), RouteTrace(["lp-n"]), _events(*ANSWERED)))
+    gone = TrafficAudits(Auditor(scorer, book), lambda: policy(1.0))  # node left: no claim
+    await _drain(gone.tap(request(), RouteTrace(["lp-n"]), _events(*ANSWERED)))
+    both = TrafficAudits(Auditor(scorer, book), lambda: policy(1.0), claimed=lambda p, m: SHA)
+    await _drain(both.tap(request(), RouteTrace(["lp-a", "lp-b"], resumes=1), _events(*ANSWERED)))
+    cut = (Delta("Hi"),)  # the stream ended without a finish (client left, node failed)
+    await _drain(both.tap(request(), RouteTrace(["lp-a"]), _events(*cut)))
+    assert (other_weights.skipped, gone.skipped, both.skipped) == (1, 1, 1)
+    assert both.submitted == 0 and scorer.calls == [] and book.snapshot() == {}
 
 
 async def test_full_queue_drops_traffic_audits_instead_of_waiting() -> None:

@@ -20,7 +20,7 @@ from hostile_kit import chunked_upload, read_response
 from pydantic import BaseModel
 
 from lichen.gateway.body_limit import BodyLimitMiddleware, BodyLimits
-from lichen.gateway.errors import install_error_handlers
+from lichen.http.errors import install_error_handlers
 from lichen.server import HttpServer
 from lichen.web.forms import read_fields
 

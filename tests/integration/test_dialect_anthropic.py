@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -17,12 +16,8 @@ MESSAGES = "/v1/messages"
 
 
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path, max_request_bytes=8192).start()
-    try:
-        yield network
-    finally:
-        await network.close()
+def net_options() -> dict[str, Any]:
+    return {"max_request_bytes": 8192}
 
 
 @pytest.fixture

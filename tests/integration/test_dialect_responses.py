@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -21,15 +20,6 @@ from fakes import ANSWER, MODEL, FakeEngine, LocalNetwork, assert_openai_error
 
 TEXT = "".join(ANSWER)
 RESPONSES = "/v1/responses"
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 @pytest.fixture

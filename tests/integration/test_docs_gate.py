@@ -6,7 +6,7 @@ import httpx
 
 from lichen.gateway.app import GatewayDeps, create_app
 from lichen.gateway.completions import CompletionService
-from lichen.gateway.operator import OperatorGate
+from lichen.http.operator import OperatorGate
 from lichen.routing.router import Router
 from lichen.routing.scheduler import Scheduler
 from lichen.tracker.registry import Registry

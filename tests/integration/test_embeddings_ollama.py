@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fakes import ANSWER, MODEL, FakeEngine, LocalNetwork, eventually
 
 from lichen.engines.base import Embeddings
@@ -39,15 +36,6 @@ class FakeEmbedder(FakeEngine):
             pack_vector([float(len(t)), float(i), 0.5]) for i, t in enumerate(request.inputs)
         ]
         return Embeddings(vectors, Usage(sum(len(t) for t in request.inputs), 0))
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 # --- /v1/embeddings ------------------------------------------------------------------

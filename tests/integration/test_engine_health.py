@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
@@ -144,7 +143,6 @@ def test_sigterm_exits_after_the_grace_period_with_a_stuck_engine(tmp_path: Path
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
         code = proc.wait(timeout=60)  # generous: the deadline is 0.7 s after the signal
         _out, err = proc.communicate()
     finally:
@@ -152,7 +150,6 @@ def test_sigterm_exits_after_the_grace_period_with_a_stuck_engine(tmp_path: Path
             proc.kill()
             proc.wait()
     assert code == 1, err
-    assert time.monotonic() - started < 60
     assert "exiting now" in err, err
     assert "main returned" in err, err  # the clean path ran, then the threads held it
 

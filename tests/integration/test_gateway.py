@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,12 +34,8 @@ def completion_body(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path, max_request_bytes=4096).start()
-    try:
-        yield network
-    finally:
-        await network.close()
+def net_options() -> dict[str, Any]:
+    return {"max_request_bytes": 4096}
 
 
 @pytest.fixture

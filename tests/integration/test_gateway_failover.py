@@ -22,6 +22,7 @@ from fakes import (
 )
 
 from lichen.gateway.completions import NODE_HEADER
+from lichen.node.jobs import PAUSE_AFTER
 from lichen.wire.messages import ChatMessage, GenerationRequest, SamplingParams
 
 CHAT = "/v1/chat/completions"
@@ -202,9 +203,9 @@ async def test_client_disconnect_cancels_the_job_on_the_node(net: LocalNetwork, 
     assert engine.finished == 0
     assert engine.produced < len(engine.tokens) // 2
     await eventually(lambda: _jobs_gone(net), what="jobs to be released")
-    produced = engine.produced
-    await asyncio.sleep(0.2)
-    assert engine.produced == produced  # nothing generates any more
+    # Nothing generates any more: the one generation is closed and none was started again.
+    assert engine.active == 0
+    assert len(engine.requests) == 1
 
 
 @pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
@@ -255,19 +256,23 @@ async def test_a_consumer_that_does_not_read_bounds_what_the_node_sends(
     job = await conn.start_job(request, deadline_ms=0, window=window)
     try:
         await eventually(lambda: job.backlog == window, what="the window to fill")
-        await asyncio.sleep(0.3)  # give an unbounded sender every chance to overrun
-        assert job.backlog == window  # the node stopped at the window...
-        assert engine.produced <= window + 1  # ...and so did the engine (one in hand)
+        # The engine stops a small buffer past the window: its generation is paused
+        # (closed; an unbounded sender would have run it to the end of its answer)...
+        await eventually(lambda: engine.active == 0, what="the engine to pause")
+        assert engine.produced <= window + PAUSE_AFTER + 1
+        # ...and the node waits for credit, having sent exactly the window.
         (running,) = node.agent.runner.jobs.values()
         assert running.credit.locked()
+        assert job.backlog == window
 
-        # The consumer takes half a window: exactly that much credit flows back.
+        # The consumer takes half a window: exactly that much credit flows back,
+        # served from the paused job's buffer (the engine stays paused).
         for _ in range(window // 2):
             await job.__anext__()
         await eventually(lambda: job.backlog == window, what="the window to refill")
-        await asyncio.sleep(0.2)
+        await eventually(running.credit.locked, what="the node to wait for credit again")
         assert job.backlog == window
-        assert engine.produced <= window + window // 2 + 1
+        assert engine.active == 0 and engine.produced <= window + PAUSE_AFTER + 1
 
         # A consumer that reads everything gets everything, in order.
         texts = []
@@ -284,14 +289,19 @@ async def test_http_client_that_stops_reading_does_not_run_the_node_ahead(
 ) -> None:
     # 2,000 chunks of 16 KiB (32 MiB): far more than loopback socket buffers hold.
     engine = FakeEngine(["x" * 16384] * 2000)
-    await net.add_node(engine, "n1")
+    node = await net.add_node(engine, "n1")
     async with net.client.stream("POST", CHAT, json=chat_body(stream=True)) as r:
         assert r.status_code == 200
-        previous = -1
-        while engine.produced != previous:  # read nothing until the engine stops moving
-            previous = engine.produced
-            await asyncio.sleep(0.5)
-        # Back-pressure reached the engine: it stopped long before the end of its answer.
+        runner = node.agent.runner
+        # Read nothing: back-pressure must reach the engine and pause it (the job stays).
+        await eventually(
+            lambda: engine.active == 0 and bool(runner.jobs),
+            timeout=120.0,
+            what="back-pressure to pause the engine",
+        )
+        # It stopped long before the end of its answer.
         assert engine.produced < len(engine.tokens) // 2
         assert engine.finished == 0
-    await eventually(lambda: engine.cancelled == 1, what="the job to be cancelled")
+    # The client left: the job is gone from the node (paused or not, nothing generates).
+    await eventually(lambda: not runner.jobs and engine.active == 0, what="the job to end")
+    assert engine.cancelled >= 1 and engine.finished == 0

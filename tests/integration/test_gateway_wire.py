@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import msgspec
 import pytest
 from fakes import LocalNetwork
@@ -15,15 +12,6 @@ from lichen.errors import ErrorCode
 from lichen.tracker.service import NODE_PATH
 from lichen.wire import codec
 from lichen.wire.messages import PROTOCOL_VERSION, Error, JobChunk
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 async def _refusal(ws: ClientConnection) -> tuple[Error, int]:

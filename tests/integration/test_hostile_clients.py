@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,44 @@ async def test_a_schema_within_the_limits_is_served(net: HostileStack) -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "ok", "schema": schema}}
     assert (await net.client.post(CHAT, json=chat_body(response_format=fmt))).status_code == 200
     await net.settled()
+
+
+def costly_schema() -> dict[str, Any]:
+    """Inside every schema limit, about 9 KB: what held llama.cpp's loop for seconds."""
+    alternatives = []
+    for i in range(16):
+        properties: dict[str, Any] = {f"k{i}": {"enum": [f"v{i}-{j}-" + "x" * 200 for j in (0, 1)]}}
+        properties |= {f"s{i}_{j}": {"type": "string"} for j in range(3)}
+        alternatives.append({"type": "object", "properties": properties})
+    return {"anyOf": alternatives}
+
+
+async def test_large_schemas_spend_more_of_the_rate_limit(tmp_path: Path) -> None:
+    settings = {"limit_loopback": True, "anonymous_requests_per_minute": 20}
+    async with hostile_stack(tmp_path, **settings) as net:
+        fmt = {"type": "json_schema", "json_schema": {"name": "f", "schema": costly_schema()}}
+        weight = 1 + math.ceil((len(json.dumps(fmt)) - 4096) / 1024)
+        assert 5 <= weight <= 10
+        served = 0
+        while True:
+            response = await net.client.post(CHAT, json=chat_body(response_format=fmt))
+            if response.status_code != 200:
+                break
+            served += 1
+        error = assert_openai_error(response, 429, "rate_limit_exceeded")
+        assert f"counts as {weight} requests" in error["message"]
+        assert "JSON schemas" in error["message"] and int(response.headers["retry-after"]) >= 1
+        # Not 20: each spent ``weight`` of the minute's budget (twice that if the
+        # fixed one-minute window turned over during the loop).
+        assert 20 // weight <= served <= 2 * (20 // weight)
+        # A small schema costs one request, and another address is unaffected.
+        other = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(transport=other, base_url=net.url, timeout=30) as c:
+            small = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"enum": [1]}}}
+            for _ in range(20):
+                ok = await c.post(CHAT, json=chat_body(response_format=small, max_tokens=2))
+                assert ok.status_code == 200, ok.text
+        await net.settled()
 
 
 async def test_huge_chunked_bodies_are_refused_early_on_every_kind_of_route(

@@ -776,11 +776,6 @@ async def test_bad_embeddings_are_a_502_never_a_500_or_the_clients_400(
     assert_openai_error(r, 502, ErrorCode.NODE_FAILED.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway: CompletionService.open() must race the first event against the client's "
-    "http.disconnect (see docs/security.md, Hostile nodes); the router side is done",
-)
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_client_leaving_before_the_first_token_cancels_the_job(
     gateway: tuple[LocalNetwork, list[HostileNode]], stream: bool
@@ -794,6 +789,9 @@ async def test_a_client_leaving_before_the_first_token_cancels_the_job(
             )
         await eventually(lambda: len(staller.jobs) == 1, what="the job to reach the node")
         await eventually(lambda: staller.cancels == [staller.jobs[0].job_id], what="JobCancel")
+        await eventually(
+            lambda: [r.status for r in network.records] == [499], what="a 499 CANCELLED record"
+        )
     finally:  # however it went, leave no job behind for the fixture's in-flight check
         await staller.close()
         registry = network.tracker.registry

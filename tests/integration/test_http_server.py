@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -64,10 +63,9 @@ async def test_partial_headers_are_closed_after_the_header_timeout() -> None:
             await writer.drain()
         async with _client(port) as client:  # an honest client is served meanwhile
             assert (await client.get("/who")).status_code == 200
-        started = time.monotonic()
+        # Closed by the server (not by this test giving up); the timeout is 0.5 s.
         closed = await asyncio.gather(*(_closed_by_server(r, within_s=30) for r, _ in conns))
         assert all(closed)
-        assert time.monotonic() - started < 30  # generous: the timeout is 0.5 s
         for _reader, writer in conns:
             writer.close()
 

@@ -21,13 +21,13 @@ from lichen.ledger.journal import seal
 from lichen.ledger.names import ESCROW
 from lichen.ledger.releaser import EscrowReleaser, release_interval
 from lichen.ledger.verify import VerifyReport, verify_ledger
-from lichen.storage.accounts_tables import (
+from lichen.storage.engine import alembic_config
+from lichen.storage.ledger_tables import (
     LedgerBalanceRow,
     LedgerEscrowRow,
     LedgerHeadRow,
     LedgerJournalRow,
 )
-from lichen.storage.engine import alembic_config
 from lichen.wire.messages import Usage
 
 NETWORK_KEY = generate_key()

@@ -22,9 +22,9 @@ from hostile_node import HostileNode, Script, model_info
 from ledger_kit import write_vocab_gguf
 from lichen.accounts.passwords import fast_passwords
 from lichen.config import Settings
-from lichen.gateway.accounting import Accounting
 from lichen.gateway.app import GatewayDeps, create_app
 from lichen.gateway.completions import CompletionService
+from lichen.gateway.services import GatewayServices
 from lichen.identity.signing import generate_key
 from lichen.identity.store import KEYS_DIR, Identity, load_identity
 from lichen.ledger import ISSUANCE, cost, owner_account
@@ -36,7 +36,7 @@ from lichen.node.agent import NodeAgent, NodeConfig
 from lichen.routing.router import Router
 from lichen.routing.scheduler import Scheduler
 from lichen.server import HttpServer
-from lichen.storage.accounts_tables import LedgerJournalRow, LedgerReceiptRow
+from lichen.storage.ledger_tables import LedgerJournalRow, LedgerReceiptRow
 from lichen.tracker.admission import OwnerAdmission
 from lichen.tracker.service import NODE_PATH, TrackerService
 from lichen.wire.messages import Usage
@@ -57,7 +57,7 @@ class Network:
             network_key=self.identity.network_key,
             admission=OwnerAdmission(self.identity.account_public),
         )
-        self.acc = Accounting.build(
+        self.acc = GatewayServices.build(
             self.settings, self.db, self.identity.network_key, passwords=fast_passwords()
         )
         scheduler = Scheduler(self.tracker.registry, self.acc.reputation)
@@ -282,6 +282,39 @@ async def test_an_inflated_receipt_is_charged_only_what_was_streamed(
         assert report.ok, report.problems
     finally:
         await node.close()
+
+
+async def test_embeddings_are_charged_the_checked_input_tokens(net: Network) -> None:
+    """An embedding job is paid from its receipt like a completion; a receipt claiming
+    more input tokens than the router accepted is paid only the accepted count."""
+    embed = {"model": MODEL, "input": ["ab", "cde"]}
+    price = cost(MODEL, Usage(2, 0))  # the hostile node's honest usage: 1 token per input
+    assert price > 0
+    account, auth = await _user_with_key(net)
+    await net.acc.ledger.grant(account, 10**9, reason="test")
+    for claim in (None, Usage(1_000_000, 5)):
+        node = HostileNode(
+            net.root / f"embedder-{claim is None}",
+            owner_dir=net.root / "tracker",
+            url=f"ws://127.0.0.1:{net.port}{NODE_PATH}",
+            network_public=net.identity.network_public,
+            models=[model_info(embeddings=True)],
+            script=Script(receipt_usage=claim),
+        )
+        await node.connect()
+        peer = node.peer_id
+        try:
+            await eventually(lambda: net.tracker.registry.get(peer) is not None)  # noqa: B023
+            response = await net.client.post("/v1/embeddings", json=embed, headers=auth)
+            assert response.status_code == 200, response.text
+            assert response.json()["usage"]["prompt_tokens"] == 2
+            assert await net.acc.ledger.pending_for_node(node.peer_id) == price
+        finally:
+            await node.close()
+        await eventually(lambda: net.tracker.registry.get(peer) is None)  # noqa: B023
+    assert await net.acc.ledger.balance(account) == 10**9 - 2 * price
+    report = await verify_ledger(net.db, [net.identity.network_public])
+    assert report.ok and report.receipts == 2, report.problems
 
 
 async def test_without_a_tokenizer_the_claim_is_bounded_by_what_was_streamed(

@@ -17,7 +17,7 @@ from lichen.ledger import Claim, Ledger, cost, user_account
 from lichen.ledger.names import ISSUANCE
 from lichen.ledger.receipts import Receipt
 from lichen.ledger.verify import verify_ledger
-from lichen.storage.accounts_tables import LedgerJournalRow, LedgerReceiptRow
+from lichen.storage.ledger_tables import LedgerJournalRow, LedgerReceiptRow
 from lichen.wire.messages import Usage
 
 NETWORK_KEY = generate_key()

@@ -24,13 +24,13 @@ from lichen.ledger.journal import seal
 from lichen.ledger.receipts import Receipt
 from lichen.ledger.service import ENTRY_COLUMNS, entry_from_row
 from lichen.ledger.verify import VerifyReport, verify_ledger
-from lichen.storage.accounts_tables import (
+from lichen.storage.engine import create_engine
+from lichen.storage.ledger_tables import (
     LedgerBalanceRow,
     LedgerHeadRow,
     LedgerJournalRow,
     LedgerReceiptRow,
 )
-from lichen.storage.engine import create_engine
 from lichen.wire.messages import Usage
 
 

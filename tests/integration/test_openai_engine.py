@@ -12,7 +12,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -348,15 +347,6 @@ async def test_an_upstream_down_at_start_serves_nothing_until_it_comes_up() -> N
 
 
 # --- through the network -------------------------------------------------------------
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 async def test_a_node_serves_upstream_and_local_models_and_reannounces_changes(

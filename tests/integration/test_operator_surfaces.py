@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from lichen.config import Settings
-from lichen.gateway.operator import TOKEN_FILE, operator_headers, operator_token, surfaces_mode
+from lichen.http.operator import TOKEN_FILE, operator_headers, operator_token, surfaces_mode
 from lichen.identity.store import load_identity
 from lichen.roles.tracker import tracker_stack
 

@@ -17,9 +17,9 @@ from lichen.config import load_settings
 from lichen.errors import ErrorCode, LichenError
 from lichen.privacy.audit import audit
 from lichen.privacy.content import ContentRepository, Exchange
-from lichen.privacy.guard import PolicyGuard, install_guard
 from lichen.privacy.policy import load_preset, preset_text
 from lichen.privacy.retention import RetentionSweeper
+from lichen.privacy.storage_guard import PolicyGuard, install_guard
 from lichen.storage import RequestLogRepository, RequestRecord, create_engine, migrate
 from lichen.storage.tables import CompletionLog, PromptLog, RequestLog
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accounts_kit import account_app, csrf, make_accounting, signup
 from lichen.clock import ManualClock
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.accounting import Accounting
+from lichen.gateway.services import GatewayServices
 from lichen.ratelimit import Backend, Limits, MemoryBackend, RateLimiter, RedisBackend, Window
 
 START = 1_700_000_020.0  # 40 s into a minute, hours from midnight UTC
@@ -105,7 +105,7 @@ async def test_an_unreachable_redis_fails_open(caplog: pytest.LogCaptureFixture)
 # --- through the gateway ------------------------------------------------------------------
 
 
-async def _keyed(acc: Accounting) -> str:
+async def _keyed(acc: GatewayServices) -> str:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=account_app(acc)), base_url="https://testserver"
     ) as http:
@@ -115,14 +115,14 @@ async def _keyed(acc: Accounting) -> str:
         return key
 
 
-def _gateway(acc: Accounting, client_ip: str = "203.0.113.7") -> httpx.AsyncClient:
+def _gateway(acc: GatewayServices, client_ip: str = "203.0.113.7") -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=account_app(acc), client=(client_ip, 1234))
     return httpx.AsyncClient(transport=transport, base_url="https://testserver")
 
 
 async def _two_gateways(
     lichen_db: AsyncEngine, redis_url: str, prefix: str, **settings: Any
-) -> tuple[Accounting, Accounting]:
+) -> tuple[GatewayServices, GatewayServices]:
     clock = ManualClock(START)
     return (
         make_accounting(lichen_db, clock=clock, backend=_redis(redis_url, prefix), **settings),

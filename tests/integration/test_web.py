@@ -14,13 +14,13 @@ from fakes import MODEL, FakeEngine, LocalNetwork
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
-from lichen.gateway.errors import install_error_handlers
+from lichen.http.csrf import COOKIE, HEADER
+from lichen.http.errors import install_error_handlers
+from lichen.privacy.document import PolicyDocument, PolicySection, PrivacyClass
 from lichen.storage.engine import create_engine, migrate
 from lichen.storage.repositories import RequestLogRepository, RequestRecord
 from lichen.tracker.registry import Registry
 from lichen.web import WebDeps, WebUI, install_web
-from lichen.web.csrf import COOKIE, HEADER
-from lichen.web.policy_view import PolicyDocument, PolicySection, PrivacyClass
 from lichen.web.telemetry import FileTelemetrySetting
 
 
@@ -66,15 +66,6 @@ class FakeFeed:
     async def feed(self, limit: int = 50) -> list[FakePost]:
         self.limits.append(limit)
         return self.posts[:limit]
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 @pytest.fixture

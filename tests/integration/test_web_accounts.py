@@ -11,14 +11,14 @@ import pytest
 from fastapi import FastAPI
 
 from accounts_kit import PASSWORD, account_app, client, csrf, make_accounting, signup
-from lichen.gateway.accounting import Accounting
+from lichen.gateway.services import GatewayServices
 from lichen.storage.engine import create_engine, migrate
 from lichen.tracker.registry import Registry
 from lichen.web import WebDeps, install_web
 
 
 @pytest.fixture
-async def acc(tmp_path: Path) -> AsyncIterator[Accounting]:
+async def acc(tmp_path: Path) -> AsyncIterator[GatewayServices]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'accounts.db'}"
     await migrate(url)
     engine = create_engine(url)
@@ -29,7 +29,7 @@ async def acc(tmp_path: Path) -> AsyncIterator[Accounting]:
 
 
 @pytest.fixture
-def app(acc: Accounting, tmp_path: Path) -> FastAPI:
+def app(acc: GatewayServices, tmp_path: Path) -> FastAPI:
     app = account_app(acc)
     install_web(app, WebDeps(registry=Registry(), data_dir=tmp_path, accounting=acc))
     return app

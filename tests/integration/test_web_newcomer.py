@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fakes import MODEL, FakeEngine, LocalNetwork, assert_openai_error
 
+from lichen.privacy.document import PolicyDocument, PolicySection, PrivacyClass
 from lichen.web import WebDeps, install_web
 from lichen.web.pages import plain_privacy_choice
-from lichen.web.policy_view import PolicyDocument, PolicySection, PrivacyClass
 
 BROWSER = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 

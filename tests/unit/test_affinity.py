@@ -199,3 +199,45 @@ def test_affinity_off_ranks_as_before() -> None:
     scheduler.remember(b, scheduler.prefix_chain(turn))
     scheduler.remember_answer(b.peer_id, turn, "x")
     assert scheduler.candidates("m", prefix=scheduler.prefix_chain(turn))[0] is a
+
+
+def test_a_shared_system_prompt_does_not_pile_every_conversation_on_one_node() -> None:
+    # Nine conversations open at once with the same long system prompt: the first node
+    # that was sent it holds it, but once its slots are full the wait outweighs the saved
+    # prompt processing, so the conversations spread evenly (load within 1.5x of even).
+    nodes = [_node(name, last_job=float(i)) for i, name in enumerate("abc")]
+    scheduler = _scheduler(*nodes)
+    for node in nodes:  # measured TTFTs count for load as well as for the saving
+        scheduler.reputation.job_succeeded(node.peer_id, 1.5)
+    system = ChatMessage(role="system", content="Follow the house rules. " * 400)
+    counts = dict.fromkeys("abc", 0)
+    for c in range(9):
+        turn = _chat(system, ChatMessage(role="user", content=f"conversation {c}"))
+        prefix = scheduler.prefix_chain(turn)
+        chosen = scheduler.candidates("m", prefix=prefix)[0]
+        assert scheduler.saved_prefill_s(chosen, prefix) >= 0
+        scheduler.remember(chosen, prefix)
+        chosen.state.inflight += 1  # the job runs on: the node stays busy
+        counts[chosen.name] += 1
+    assert max(counts.values()) <= 1.5 * 9 / 3, counts
+    # The affinity was real: after the first, every node had been sent the prompt.
+    assert all(scheduler.affinity is not None and scheduler.affinity.held(n.peer_id) for n in nodes)
+
+
+def test_a_long_cold_prefill_does_not_push_the_next_turn_to_an_unmeasured_node() -> None:
+    # bench/agent_loop.py's run 2: node A read a 7.4k-token session cold (TTFT 281 s,
+    # its measured TTFT), node B was never measured (TTFT 0). Turn 2 must stay on A,
+    # which holds all but the new message, not go to B, which would read it all again.
+    a, b = _node("a", last_job=2.0), _node("b", last_job=1.0)
+    scheduler = _scheduler(a, b)
+    session = _turns(12, words=500)
+    turn = _chat(*session[:-1])
+    scheduler.remember(a, scheduler.prefix_chain(turn))
+    scheduler.remember_answer(a.peer_id, turn, session[-1].content)
+    scheduler.reputation.job_succeeded(a.peer_id, 281.0)
+    follow_up = scheduler.prefix_chain(_chat(*session, ChatMessage(role="user", content="next")))
+    assert scheduler.candidates("m", prefix=follow_up)[0] is a
+    # Only a prompt A holds gets its measured TTFT forgiven, not a new conversation.
+    other = scheduler.prefix_chain(_chat(ChatMessage(role="user", content="hello there")))
+    assert scheduler.saved_prefill_s(a, other) == 0
+    assert scheduler.saved_prefill_s(a, follow_up) > 281

@@ -20,8 +20,8 @@ from lichen.engines.base import Delta, Finish
 from lichen.engines.composite import CompositeEngine
 from lichen.engines.grammar_guard import GrammarGuard
 from lichen.engines.llamacpp import LlamaCppEngine, LlamaModelConfig, _Loaded
+from lichen.engines.schema_limits import SchemaLimits
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.limits import SchemaLimits
 from lichen.wire.messages import ChatMessage, GenerationRequest, SamplingParams
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from lichen.identity.certs import issue_device_certificate, verify_device_certificate
 from lichen.identity.signing import generate_key, peer_id, public_raw
-from lichen.routing.reputation import MIN_SCORE, EwmaReputation
+from lichen.reputation.book import MIN_SCORE, EwmaReputation
 from lichen.routing.scheduler import Scheduler
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry

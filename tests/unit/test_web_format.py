@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from lichen.privacy.document import PolicyDocument, PolicySection
 from lichen.web.network_view import hardware_text
 from lichen.web.pages import TELEMETRY_HELP, telemetry_help
-from lichen.web.policy_view import NeutralPolicy, PolicyDocument, PolicySection
+from lichen.web.policy_view import NeutralPolicy
 from lichen.web.templating import datetime_ms, duration, percent, thousands
 from lichen.wire.messages import Hardware
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
 from lichen.accounts.service import AccountService
 from lichen.accounts.sessions import SessionService
+from lichen.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +32,9 @@ class AccountSweeper:
     ) -> None:
         self._accounts = accounts
         self._sessions = sessions
-        self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(
+            "accounts-sweeper", self.sweep, interval_s, log=log, failure="accounts sweep failed"
+        )
 
     async def sweep(self) -> SweepResult:
         purged = await self._accounts.purge_due()
@@ -42,20 +42,7 @@ class AccountSweeper:
         return SweepResult(purged_accounts=purged, expired_tokens=expired)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="accounts-sweeper")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception as exc:  # a failed sweep is retried next time
-                log.warning("accounts sweep failed: %s", type(exc).__name__)
-            await asyncio.sleep(self._interval_s)
+        await self._loop.stop()

@@ -3,8 +3,13 @@
 Every verdict lands here. A failed audit forfeits the node's escrowed credits
 (:class:`Penalties`, the ledger's escrow), counts as a failure in the scheduler's
 reputation, and after ``quarantine_after`` failures the node is quarantined: the
-scheduler gives it no more jobs until the operator releases it. Evidence is kept
-per node (the most recent ``keep`` audits in memory; every audit in the store).
+scheduler gives it no more jobs until the operator releases it
+(``lichen network audits PEER --release``: a :class:`ReleaseEntry`, stored too).
+The operator's ``audit_sanction`` may add more at that point: the book calls its
+``sanction`` hook once per quarantine (:mod:`lichen.audit.sanctions`: revoke the
+membership). Evidence is kept per node (the most recent ``keep`` audits in memory;
+every audit in the store); a release keeps it and resets only the failures that
+count toward the next quarantine.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,6 +35,9 @@ class Penalties(Protocol):
     async def forfeit_pending(self, peer_id: str, *, reason: str) -> int:
         """Forfeit ``peer_id``'s escrowed credits; returns the micro-credits forfeited."""
         ...
+
+
+Sanction = Callable[[str], Awaitable[None]]  # what more happens to a node at quarantine
 
 
 class FailureSink(Protocol):
@@ -55,16 +63,29 @@ class AuditEntry:
     findings: tuple[Finding, ...]
 
 
+@dataclass(frozen=True)
+class ReleaseEntry:
+    """The operator lifted a node's quarantine (who, when and why; evidence is kept)."""
+
+    created_ms: int
+    peer_id: str
+    by: str
+    reason: str = ""
+
+
 @dataclass
 class NodeAudits:
     """A node's audit record."""
 
     audits: int = 0
     failures: int = 0
+    strikes: int = 0  # failures since the last release: quarantine at ``quarantine_after``
     forfeited: int = 0  # micro-credits forfeited through failed audits
     slipped: int = 0  # passed greedy audits with slips since the last drift failure
     quarantined: bool = False
     last_ms: int = 0
+    last_failure: AuditEntry | None = None  # the latest failed audit (shown as evidence)
+    released: ReleaseEntry | None = None  # the latest release from quarantine
     recent: deque[AuditEntry] = field(default_factory=lambda: deque(maxlen=KEEP_PER_NODE))
 
     def summary(self) -> dict[str, object]:
@@ -100,6 +121,7 @@ class AuditBook:
         penalties: Penalties | None = None,
         reputation: FailureSink | None = None,
         save: Saver | None = None,
+        sanction: Sanction | None = None,
         clock: Clock = system_clock,
     ) -> None:
         if quarantine_after < 1:
@@ -109,6 +131,7 @@ class AuditBook:
         self.penalties = penalties
         self.reputation = reputation
         self._save = save
+        self.sanction = sanction  # called once when a node is quarantined (not on load)
         self._clock = clock
         self._nodes: dict[str, NodeAudits] = {}
 
@@ -119,23 +142,44 @@ class AuditBook:
         record = self._nodes.get(peer_id)
         return record is not None and record.quarantined
 
-    def release(self, peer_id: str) -> bool:
-        """The operator lets a quarantined node serve again (its failures reset)."""
+    def release(self, peer_id: str, *, by: str = "operator", reason: str = "") -> bool:
+        """The operator lets a quarantined node serve again (False if it is not quarantined)."""
         record = self._nodes.get(peer_id)
         if record is None or not record.quarantined:
             return False
-        record.quarantined = False
-        record.failures = 0
-        log.info("node %s released from audit quarantine", peer_id)
+        created_ms = int(self._clock() * 1000)
+        self.apply_release(ReleaseEntry(created_ms, peer_id, by=by, reason=reason))
         return True
+
+    def apply_release(self, entry: ReleaseEntry) -> None:
+        """Lift ``entry.peer_id``'s quarantine: its strikes reset, its evidence stays.
+
+        Failures recorded after the release's time (a running tracker reads releases
+        a poll late) still count, as they do when the history is replayed in order.
+        """
+        record = self._nodes.setdefault(entry.peer_id, NodeAudits())
+        was = record.quarantined
+        record.strikes = sum(
+            1 for e in record.recent if not e.passed and e.created_ms > entry.created_ms
+        )
+        record.quarantined = record.strikes >= self.quarantine_after
+        record.slipped = 0
+        if record.released is None or entry.created_ms >= record.released.created_ms:
+            record.released = entry
+        if was and not record.quarantined:
+            log.info("node %s released from audit quarantine by %s", entry.peer_id, entry.by)
 
     def snapshot(self) -> dict[str, NodeAudits]:
         return dict(self._nodes)
 
-    def load(self, entries: list[AuditEntry]) -> None:
-        """Rebuild the records from stored audits (oldest first), without side effects."""
+    def load(self, entries: Sequence[AuditEntry | ReleaseEntry]) -> None:
+        """Rebuild the records from stored audits and releases (oldest first), without
+        side effects (no forfeit, no sanction: those happened when they were recorded)."""
         for entry in entries:
-            self._apply(entry)
+            if isinstance(entry, ReleaseEntry):
+                self.apply_release(entry)
+            else:
+                self._apply(entry)
 
     async def record(
         self,
@@ -162,6 +206,7 @@ class AuditBook:
             z=round(verdict.z, 3),
             findings=verdict.findings if keep_tokens else redact(verdict.findings),
         )
+        was_quarantined = self.quarantined(peer_id)
         record = self._apply(entry)
         if not entry.passed:
             kinds = ",".join(sorted({f.kind for f in entry.findings}))
@@ -180,6 +225,11 @@ class AuditBook:
                 )
         if self._save is not None:
             await self._save(entry)
+        if record.quarantined and not was_quarantined and self.sanction is not None:
+            try:
+                await self.sanction(peer_id)
+            except Exception as exc:  # the quarantine holds even if the sanction fails
+                log.warning("audit sanction on node %s failed: %s", peer_id, type(exc).__name__)
         return entry
 
     def _drift(self, peer_id: str, verdict: Verdict) -> Verdict:
@@ -205,9 +255,12 @@ class AuditBook:
         record.recent.append(entry)
         if not entry.passed:
             record.failures += 1
-            if record.failures >= self.quarantine_after and not record.quarantined:
+            record.strikes += 1
+            if record.last_failure is None or entry.created_ms >= record.last_failure.created_ms:
+                record.last_failure = entry
+            if record.strikes >= self.quarantine_after and not record.quarantined:
                 record.quarantined = True
                 log.warning(
-                    "node %s quarantined after %d failed audits", entry.peer_id, record.failures
+                    "node %s quarantined after %d failed audits", entry.peer_id, record.strikes
                 )
         return record

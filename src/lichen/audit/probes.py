@@ -73,6 +73,9 @@ class TrafficShapes:
     def __init__(self, keep: int = SHAPES_KEPT) -> None:
         self._shapes: deque[Shape] = deque(maxlen=keep)
 
+    def __len__(self) -> int:
+        return len(self._shapes)
+
     def observe(self, params: SamplingParams) -> None:
         if params.tools or params.response_format:
             return  # probes are plain chat; such shapes are not imitated
@@ -103,7 +106,7 @@ class ProbeFactory:
         self.probes = probes if probes is not None else load_probes()
         if not self.probes:
             raise ValueError("the probe set is empty")
-        self.shapes = shapes or TrafficShapes()
+        self.shapes = shapes if shapes is not None else TrafficShapes()
         self._rng = rng or random.Random()
         self.cap = max_tokens_cap  # most tokens a probe asks for
 

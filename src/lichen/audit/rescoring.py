@@ -22,6 +22,8 @@ import json
 import logging
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +36,7 @@ from lichen.wire.messages import GenerationRequest
 log = logging.getLogger(__name__)
 
 TOP_K = 20  # alternatives reported per position (enough for the sampled-request tests)
+DISCOVER_EVERY_S = 60.0  # how often a scorer looks for newly installed reference models
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +187,21 @@ class LlamaScorer:
     reference's cost stays bounded no matter how many audits are queued.
     """
 
-    def __init__(self, models: list[ReferenceModel]) -> None:
+    def __init__(
+        self,
+        models: list[ReferenceModel],
+        *,
+        discover: Callable[[], list[ReferenceModel]] | None = None,
+        discover_every_s: float = DISCOVER_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._models = {m.name: m for m in models}
+        # Models installed after start (a tracker pulls models while it runs): looked for
+        # again when asked about one it does not hold, at most every ``discover_every_s``.
+        self._discover = discover
+        self._discover_every_s = discover_every_s
+        self._clock = clock
+        self._discovered_at = clock()
         self._servers: dict[str, Any] = {}
         self._keys: dict[int, str] = {}  # id(server) -> the random key of its HTTP listener
         self._lock = threading.Lock()
@@ -194,8 +210,20 @@ class LlamaScorer:
     def model_names(self) -> list[str]:
         return sorted(self._models)
 
+    def loaded(self) -> list[str]:
+        """Models whose reference engine is running now (they load at their first audit)."""
+        with self._lock:
+            return sorted(name for name, server in self._servers.items() if server is not None)
+
     def serves(self, model: str, sha256: str) -> bool:
         ref = self._models.get(model)
+        if ref is None and self._discover is not None:
+            now = self._clock()
+            if now - self._discovered_at >= self._discover_every_s:
+                self._discovered_at = now
+                for found in self._discover():
+                    self._models.setdefault(found.name, found)  # a loaded one stays as it is
+                ref = self._models.get(model)
         return ref is not None and (not sha256 or ref.sha256 == sha256)
 
     def _server(self, name: str) -> Any:

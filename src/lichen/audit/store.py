@@ -1,4 +1,6 @@
-"""Persisting audits: one ``audit_records`` row per audit, loaded back at start.
+"""Persisting audits: one ``audit_records`` row per audit, loaded back at start;
+one ``audit_releases`` row per release from quarantine (written by the operator's CLI,
+read by a running tracker as it polls).
 
 Rows are written through the policy-guarded engine like every other table; a
 policy that does not store the ``node_manifest`` class refuses the write, and the
@@ -13,10 +15,10 @@ import logging
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lichen.audit.book import AuditEntry
+from lichen.audit.book import AuditEntry, ReleaseEntry
 from lichen.audit.verifier import Finding
 from lichen.errors import LichenError
-from lichen.storage.audit_tables import AUDIT_DATA, EVIDENCE_MAX, AuditRow
+from lichen.storage.audit_tables import AUDIT_DATA, EVIDENCE_MAX, AuditReleaseRow, AuditRow
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +116,41 @@ class AuditStore:
             )
             for row in reversed(rows)
         ]
+
+    async def save_release(self, entry: ReleaseEntry) -> None:
+        """Store a release (raises the policy's error if it does not store this class:
+        the operator must know the release did not happen)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(AuditReleaseRow).values(
+                    created_ms=entry.created_ms,
+                    peer_id=entry.peer_id,
+                    released_by=entry.by,
+                    reason=entry.reason,
+                    data_class=AUDIT_DATA,
+                )
+            )
+
+    async def releases_after(self, after_id: int = 0) -> list[tuple[int, ReleaseEntry]]:
+        """Releases stored after row ``after_id`` as (row id, release), oldest first."""
+        query = (
+            select(AuditReleaseRow)
+            .where(AuditReleaseRow.id > after_id)
+            .order_by(AuditReleaseRow.id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            (row.id, ReleaseEntry(row.created_ms, row.peer_id, row.released_by, row.reason))
+            for row in rows
+        ]
+
+    async def history(self) -> tuple[list[AuditEntry | ReleaseEntry], int]:
+        """Recent audits and every release, in time order, and the last release's row id
+        (a tracker polls for releases after it)."""
+        audits = await self.load()
+        releases = await self.releases_after(0)
+        merged: list[AuditEntry | ReleaseEntry] = [*audits, *(r for _, r in releases)]
+        # Stable: an audit and a release in the same millisecond keep audits first.
+        merged.sort(key=lambda e: (e.created_ms, isinstance(e, ReleaseEntry)))
+        return merged, releases[-1][0] if releases else 0

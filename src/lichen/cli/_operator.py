@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from lichen import clock
 from lichen.config import Settings, load_settings
 from lichen.storage.engine import create_engine, migrate
 from lichen.storage.membership import MembershipRepository
@@ -49,7 +49,7 @@ def ago(ms: int, now_ms: int | None = None) -> str:
     """``12s ago``, ``3m ago``, ``2h ago``, ``5d ago``."""
     if not ms:
         return "-"
-    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    now = now_ms if now_ms is not None else clock.now_ms()
     return f"{_span(max(0, now - ms) // 1000)} ago"
 
 
@@ -57,7 +57,7 @@ def until(ms: int, now_ms: int | None = None) -> str:
     """``in 23h``; ``never`` for 0; ``expired`` when past."""
     if not ms:
         return "never"
-    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    now = now_ms if now_ms is not None else clock.now_ms()
     return "expired" if ms <= now else f"in {_span((ms - now) // 1000)}"
 
 

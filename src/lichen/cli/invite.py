@@ -27,9 +27,10 @@ from lichen.cli._operator import (
     parse_duration,
     until,
 )
+from lichen.clock import now_ms
 from lichen.errors import LichenError
 from lichen.identity.invites import create_invite, parse_invite
-from lichen.identity.store import load_identity, now_ms
+from lichen.identity.store import load_identity
 from lichen.roles.tracker import node_url, read_tracker_info
 from lichen.storage.membership import InviteRecord
 

@@ -20,10 +20,10 @@ from rich.table import Table
 
 from lichen.cli._operator import TrackerDataDir, ago, fail, membership, operator_settings
 from lichen.cli.audits import audits_command
+from lichen.clock import now_ms
 from lichen.config import Settings
 from lichen.errors import LichenError
-from lichen.gateway.operator import operator_headers
-from lichen.identity.store import now_ms
+from lichen.http.operator import operator_headers
 from lichen.roles.tracker import read_tracker_info
 from lichen.server import pinned_tls
 from lichen.storage.membership import MemberRecord, MemberStatus

@@ -23,8 +23,8 @@ from lichen.cli.engine_options import (
 )
 from lichen.cli.models import RichProgress
 from lichen.errors import LichenError
+from lichen.roles.event_loop import run
 from lichen.roles.node import NodeReady, run_node
-from lichen.roles.runtime import run
 
 
 def node_command(

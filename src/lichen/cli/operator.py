@@ -6,7 +6,7 @@ import typer
 
 from lichen.cli._operator import TrackerDataDir, fail, operator_settings
 from lichen.errors import LichenError
-from lichen.gateway.operator import TOKEN_FILE, operator_token, surfaces_mode
+from lichen.http.operator import TOKEN_FILE, operator_token, surfaces_mode
 
 app = typer.Typer(help="The operator token for /metrics, /v1/network and /docs.")
 

@@ -20,7 +20,7 @@ from lichen.cli.engine_options import (
 from lichen.errors import LichenError
 from lichen.identity.store import load_identity
 from lichen.portcheck import ensure_port_free
-from lichen.roles.runtime import run
+from lichen.roles.event_loop import run
 from lichen.roles.tracker import TrackerStack, tracker_stack
 from lichen.server import install_shutdown_signals
 

@@ -11,7 +11,7 @@ values: 0.14 s at 100, 0.9 s at 500, 2.3 s at 1,000, 9 s at 2,000. The cost
 cannot be stopped once it started, so the node refuses before:
 
 1. the schema's size and complexity against the node's own
-   :class:`~lichen.gateway.limits.SchemaLimits` (the gateway checks the same
+   :class:`~lichen.engines.schema_limits.SchemaLimits` (the gateway checks the same
    at the edge; a node does not rely on that);
 2. the conversion itself, in a worker thread under a time budget
    (``grammar_budget_s``), so a schema the converter rejects or chews on is
@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lichen.engines.schema_limits import SchemaLimits, check_schema
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.limits import SchemaLimits, check_schema
 from lichen.wire.messages import GenerationRequest
 
 Converter = Callable[[str], str]

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from lichen.engines import generic_tools
 from lichen.engines.base import Delta, Embeddings, EngineEvent, EngineLoad, Finish
 from lichen.engines.grammar_guard import GrammarGuard
 from lichen.errors import ErrorCode, LichenError
@@ -52,18 +53,28 @@ class LlamaModelConfig:
     threads: int = 2
     batch_threads: int = 2
     embeddings: bool = False  # also serve /v1/embeddings (mean pooling)
+    kv_unified: bool = False  # one KV cache for all slots: a request may use all of ctx_size
+
+    @property
+    def request_context(self) -> int:
+        """The most tokens (prompt + answer) one request can use."""
+        return self.ctx_size if self.kv_unified else self.ctx_size // self.parallel
 
 
 class _Loaded:
-    def __init__(self, config: LlamaModelConfig, server: Any, *, tools: bool = False) -> None:
+    def __init__(
+        self, config: LlamaModelConfig, server: Any, *, tools: bool = False, context: int = 0
+    ) -> None:
         self.config = config
         self.server = server
         self.tools = tools
+        # llama.cpp's real per-request context (0: unknown, use the configured one)
+        self.context = context or config.request_context
         self.active = 0
 
 
-def _supports_tools(server: Any, api_key: str) -> bool:
-    """Whether the model's chat template renders tools (llama.cpp's ``/props`` says so)."""
+def _props(server: Any, api_key: str) -> dict[str, Any]:
+    """llama.cpp's ``/props`` (``{}`` if it cannot be read)."""
     try:
         response = httpx.get(
             f"{server.listening_address}/props",
@@ -71,16 +82,33 @@ def _supports_tools(server: Any, api_key: str) -> bool:
             timeout=5.0,
             trust_env=False,
         )
-        caps = response.json().get("chat_template_caps") or {}
-        return bool(caps.get("supports_tools") and caps.get("supports_tool_calls"))
+        props = response.json()
     except (httpx.HTTPError, ValueError, AttributeError):
-        return False
+        return {}
+    return props if isinstance(props, dict) else {}
+
+
+def _supports_tools(props: dict[str, Any]) -> bool:
+    """Whether the model's chat template renders tools."""
+    caps = props.get("chat_template_caps") or {}
+    return isinstance(caps, dict) and bool(
+        caps.get("supports_tools") and caps.get("supports_tool_calls")
+    )
+
+
+def _slot_context(props: dict[str, Any]) -> int:
+    """One slot's context as llama.cpp set it: the configured per-request context capped
+    at the model's training context (SmolLM2: 8192), which the manifest must not exceed."""
+    settings = props.get("default_generation_settings") or {}
+    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+    return n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else 0
 
 
 def _start_model(config: LlamaModelConfig) -> _Loaded:
     api_key = secrets.token_hex(32)
     server = _load_server(config, api_key)
-    return _Loaded(config, server, tools=_supports_tools(server, api_key))
+    props = _props(server, api_key)
+    return _Loaded(config, server, tools=_supports_tools(props), context=_slot_context(props))
 
 
 def _load_server(config: LlamaModelConfig, api_key: str) -> Any:
@@ -90,6 +118,7 @@ def _load_server(config: LlamaModelConfig, api_key: str) -> Any:
     params.model.path = str(config.path)
     params.n_parallel = config.parallel
     params.n_ctx = config.ctx_size
+    params.kv_unified = config.kv_unified
     params.cpuparams.n_threads = config.threads
     params.cpuparams_batch.n_threads = config.batch_threads
     params.warmup = False
@@ -209,9 +238,10 @@ class LlamaCppEngine:
                 name=name,
                 sha256=m.config.sha256,
                 engine=self.kind,
-                context=m.config.ctx_size // m.config.parallel,
+                context=m.context,
                 slots=m.config.parallel,
-                tools=m.tools,
+                tools=True,  # native template, else generic (lichen.engines.generic_tools)
+                tool_format="native" if m.tools else "generic",
                 embeddings=m.config.embeddings,
             )
             for name, m in self._models.items()
@@ -257,6 +287,11 @@ class LlamaCppEngine:
         if self.guard is not None:
             await self.guard.check(request)  # before the engine loop sees any grammar
         body = engine_request(request)
+        generic = bool(request.params.tools) and not model.tools
+        if generic:
+            generic_tools.apply(body)
+        # generic tools: a text answer streams as decoded; a call is parsed once complete
+        answer_stream = generic_tools.AnswerStream() if generic else None
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
@@ -302,7 +337,12 @@ class LlamaCppEngine:
                     raise _engine_error(item)
                 if item.get("usage"):
                     u = item["usage"]
-                    usage = Usage(int(u["prompt_tokens"]), int(u["completion_tokens"]))
+                    details = u.get("prompt_tokens_details") or {}
+                    usage = Usage(
+                        int(u["prompt_tokens"]),
+                        int(u["completion_tokens"]),
+                        cached_tokens=int(details.get("cached_tokens") or 0),
+                    )
                     self._note_speed(item.get("timings"))
                 for choice in item.get("choices") or ():
                     delta = choice.get("delta") or {}
@@ -313,6 +353,8 @@ class LlamaCppEngine:
                     reported = choice.get("logprobs")
                     probs = reported.get("content") if isinstance(reported, dict) else None
                     logprobs = json.dumps(probs) if isinstance(probs, list) and probs else ""
+                    if answer_stream is not None and text:
+                        text = answer_stream.feed(text)
                     if text or calls or logprobs:
                         yield Delta(
                             text or "",
@@ -321,6 +363,12 @@ class LlamaCppEngine:
                         )
                     if choice.get("finish_reason"):
                         finish_reason = str(choice["finish_reason"])
+            if answer_stream is not None:
+                answer, tool_calls = answer_stream.finish()
+                if tool_calls:
+                    finish_reason = "tool_calls"
+                if answer or tool_calls:
+                    yield Delta(answer, tool_calls=json.dumps(tool_calls) if tool_calls else "")
             yield Finish(finish_reason, usage or Usage(0, 0))
         finally:
             stop.set()

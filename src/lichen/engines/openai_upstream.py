@@ -33,6 +33,7 @@ from lichen.engines.openai_wire import (
     upstream_error,
 )
 from lichen.errors import ErrorCode, LichenError
+from lichen.periodic import Periodic
 from lichen.wire.messages import EmbeddingRequest, GenerationRequest, ModelInfo, Usage
 from lichen.wire.vectors import pack_vector
 
@@ -86,7 +87,7 @@ class OpenAIEngine:
         self._callbacks: list[ModelsChanged] = []
         self._active = 0
         self._tokens_per_s = 0.0
-        self._poller: asyncio.Task[None] | None = None
+        self._poller: Periodic | None = None
         self._refreshing: asyncio.Task[bool] | None = None
         self._lock = asyncio.Lock()
 
@@ -97,7 +98,15 @@ class OpenAIEngine:
         """Discover the upstream's models now, then keep checking in the background."""
         engine = cls(config, client=client)
         await engine.refresh()
-        engine._poller = asyncio.create_task(engine._poll(), name="upstream-models")
+        engine._poller = Periodic(
+            "upstream-models",
+            engine.refresh,
+            config.refresh_s,
+            log=log,
+            failure="could not refresh the upstream's models",
+            delay_first=True,
+        )
+        engine._poller.start()
         return engine
 
     # --- models ---------------------------------------------------------------------
@@ -145,11 +154,6 @@ class OpenAIEngine:
         for callback in list(self._callbacks):
             callback()
         return True
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.refresh_s)
-            await self.refresh()
 
     def _refresh_soon(self) -> None:
         """Re-check at once (a request just failed to reach the upstream)."""
@@ -252,11 +256,12 @@ class OpenAIEngine:
         return _embeddings(decode_error_body(response.content), len(request.inputs))
 
     async def close(self) -> None:
-        for task in (self._poller, self._refreshing):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._poller is not None:
+            await self._poller.stop()
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
         await self._client.aclose()
 
 

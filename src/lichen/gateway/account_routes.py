@@ -17,11 +17,11 @@ from pydantic import BaseModel, Field
 from lichen.accounts.export import export_account
 from lichen.accounts.principal import SCOPE_ACCOUNT, SCOPE_INFERENCE
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.session_cookies import clear_session_cookies
+from lichen.http.session_cookies import clear_session_cookies
 from lichen.ledger.pricing import format_credits
 
 if TYPE_CHECKING:
-    from lichen.gateway.accounting import Accounting
+    from lichen.gateway.services import GatewayServices
 
 
 class NewKeyBody(BaseModel):
@@ -42,7 +42,7 @@ class ChangePasswordBody(BaseModel):
     new_password: str = Field(max_length=1024)
 
 
-def account_router(acc: Accounting) -> APIRouter:
+def account_router(acc: GatewayServices) -> APIRouter:
     router = APIRouter(prefix="/v1/account", tags=["account"])
 
     async def caller(request: Request) -> str:

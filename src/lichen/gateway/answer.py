@@ -88,6 +88,7 @@ def total_usage(usages: list[Usage]) -> Usage:
         sum(u.prompt_tokens for u in usages),
         sum(u.completion_tokens for u in usages),
         all(u.reported for u in usages),
+        cached_tokens=sum(u.cached_tokens for u in usages),
     )
 
 
@@ -99,7 +100,7 @@ async def answer(
         Outcome(kind=call.kind, model=call.wire.model, stream=call.stream, started=call.started)
         for _ in range(call.n)
     ]
-    lanes = await _open_all(service, call, outcomes)
+    lanes = await _open_all(service, call, outcomes, request)
     headers = dict(lanes[0][0].headers)
     if outcomes[0].node:
         headers[NODE_HEADER] = outcomes[0].node
@@ -117,9 +118,10 @@ async def answer(
 
 
 async def _open_all(
-    service: CompletionService, call: Call, outcomes: list[Outcome]
+    service: CompletionService, call: Call, outcomes: list[Outcome], request: Request
 ) -> list[tuple[Routed, Outcome]]:
-    """Route every choice; if one cannot be served, close the others and refuse."""
+    """Route every choice; if one cannot be served (or the client left before the
+    first token: CANCELLED), close the others and refuse."""
 
     async def one(index: int, outcome: Outcome) -> Routed:
         wire = call.wire
@@ -130,7 +132,12 @@ async def _open_all(
             )
         try:
             return await service.open(
-                wire, outcome, headers=call.headers, extra=call.extra, user=call.user
+                wire,
+                outcome,
+                headers=call.headers,
+                extra=call.extra,
+                user=call.user,
+                request=request,
             )
         except LichenError as error:
             await service.fail(outcome, error)

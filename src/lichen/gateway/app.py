@@ -15,16 +15,18 @@ from fastapi.responses import JSONResponse
 
 from lichen import __version__
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.accounting import Accounting
 from lichen.gateway.body_limit import BodyLimitMiddleware, BodyLimits
 from lichen.gateway.completions import CompletionService
 from lichen.gateway.dialects import install_dialects
 from lichen.gateway.docs_ui import install_docs
 from lichen.gateway.embeddings import EmbeddingService
-from lichen.gateway.errors import install_error_handlers
-from lichen.gateway.operator import OperatorGate
+from lichen.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from lichen.gateway.origin import HostPolicy, OriginGuardMiddleware
-from lichen.metrics import GatewayMetrics, MetricsMiddleware, metrics_endpoint
+from lichen.gateway.services import GatewayServices
+from lichen.http.errors import install_error_handlers
+from lichen.http.operator import OperatorGate
+from lichen.metrics import metrics_endpoint
+from lichen.routing.capabilities import model_capabilities
 from lichen.routing.embed import EmbeddingRouter
 from lichen.tracker.registry import Registry
 
@@ -36,7 +38,7 @@ class GatewayDeps:
     started: float = 0.0
     metrics: GatewayMetrics | None = None  # serves /metrics and counts requests when set
     embeddings: EmbeddingService | None = None  # default: routed over completions' scheduler
-    accounting: Accounting | None = None  # /v1/auth, /v1/account, quotas, credits (lichen.gateway)
+    accounting: GatewayServices | None = None  # /v1/auth, /v1/account, quotas, credits
     body_limits: BodyLimits | None = None  # default: the completions' max_request_bytes
     hosts: HostPolicy | None = None  # Host names served (DNS rebinding); default: any
     operator: OperatorGate | None = None  # guards operator surfaces (/metrics); None: open
@@ -81,7 +83,10 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     @app.get("/v1/models")
     async def list_models() -> JSONResponse:
         counts = deps.registry.model_counts()
-        data = [_model_card(name, n, created) for name, n in sorted(counts.items())]
+        data = [
+            _model_card(name, n, created) | model_capabilities(deps.registry, name)
+            for name, n in sorted(counts.items())
+        ]
         return JSONResponse({"object": "list", "data": data})
 
     @app.get("/v1/models/{model_id:path}")
@@ -93,7 +98,8 @@ def create_app(deps: GatewayDeps) -> FastAPI:
                 f"The model `{model_id}` does not exist or no node serves it",
                 param="model",
             )
-        return JSONResponse(_model_card(model_id, counts[model_id], created))
+        card = _model_card(model_id, counts[model_id], created)
+        return JSONResponse(card | model_capabilities(deps.registry, model_id))
 
     embeddings = deps.embeddings or EmbeddingService(
         router=EmbeddingRouter(

@@ -1,6 +1,6 @@
 """``/v1/auth/*``: sign up, sign in, refresh, sign out, restore a deleted account.
 
-Browser sessions live in cookies (:mod:`lichen.gateway.session_cookies`); every
+Browser sessions live in cookies (:mod:`lichen.http.session_cookies`); every
 answer that starts or refreshes a session also returns the CSRF token, which
 state-changing cookie requests must echo in ``X-CSRF-Token``. Every route here is
 limited per client address (``auth_attempts_per_minute``), which bounds password
@@ -19,17 +19,17 @@ from lichen.accounts.service import Account
 from lichen.accounts.sessions import IssuedSession
 from lichen.clock import to_ms
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.session_cookies import (
+from lichen.http import csrf
+from lichen.http.session_cookies import (
     REFRESH_COOKIE,
     SESSION_COOKIE,
     check_csrf,
     clear_session_cookies,
-    csrf_token,
     set_session_cookies,
 )
 
 if TYPE_CHECKING:
-    from lichen.gateway.accounting import Accounting
+    from lichen.gateway.services import GatewayServices
 
 
 class SignupBody(BaseModel):
@@ -43,9 +43,9 @@ class LoginBody(BaseModel):
     password: str = Field(max_length=1024)
 
 
-def session_body(account: Account | None, issued: IssuedSession, csrf: str) -> dict[str, Any]:
+def session_body(account: Account | None, issued: IssuedSession, csrf_token: str) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "csrf_token": csrf,
+        "csrf_token": csrf_token,
         "expires_ms": issued.access_expires_ms,
         "refresh_expires_ms": issued.refresh_expires_ms,
     }
@@ -54,7 +54,7 @@ def session_body(account: Account | None, issued: IssuedSession, csrf: str) -> d
     return body
 
 
-def auth_router(acc: Accounting) -> APIRouter:
+def auth_router(acc: GatewayServices) -> APIRouter:
     router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
     async def limit(request: Request) -> None:
@@ -63,9 +63,9 @@ def auth_router(acc: Accounting) -> APIRouter:
     def signed_in(
         request: Request, account: Account | None, issued: IssuedSession, status: int = 200
     ) -> JSONResponse:
-        csrf = csrf_token(request)
-        response = JSONResponse(session_body(account, issued, csrf), status_code=status)
-        set_session_cookies(request, response, issued, csrf, now_ms=to_ms(acc.clock()))
+        token = csrf.token(request)
+        response = JSONResponse(session_body(account, issued, token), status_code=status)
+        set_session_cookies(request, response, issued, token, now_ms=to_ms(acc.clock()))
         return response
 
     @router.post("/signup")

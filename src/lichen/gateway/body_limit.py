@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,7 +31,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.errors import error_response
+from lichen.http.errors import error_response
+from lichen.http.requests import is_loopback_address
 from lichen.ratelimit import MemoryBackend, RateLimiter, Window
 
 if TYPE_CHECKING:
@@ -107,13 +107,6 @@ def _declared_length(scope: Scope) -> int | None:
 def _client_host(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else ""
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _BodyReader:
@@ -206,7 +199,9 @@ class BodyLimitMiddleware:
 
     async def _limit_rate(self, scope: Scope) -> None:
         host = _client_host(scope)
-        if self._window.limit <= 0 or (not self.limits.limit_loopback and _is_loopback(host)):
+        if self._window.limit <= 0 or (
+            not self.limits.limit_loopback and is_loopback_address(host)
+        ):
             return
         subject = hashlib.sha256(b"lichen-form-rate\x00" + host.encode()).hexdigest()[:24]
         await self._limiter.hit(subject, self._window)

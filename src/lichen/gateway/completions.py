@@ -21,28 +21,43 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from fastapi import Request
 
+from lichen.clock import now_ms
 from lichen.engines.base import Delta, EngineEvent, Finish
 from lichen.errors import ErrorCode, LichenError
 from lichen.gateway.hooks import RequestPipeline
-from lichen.gateway.limits import RequestLimits, check_generation
+from lichen.gateway.limits import RequestLimits, check_generation, grammar_weight
 from lichen.gateway.responses import merge_tool_calls
 from lichen.routing.capabilities import any_supports
+from lichen.routing.context import check_context
 from lichen.routing.router import Router, RouteTrace
 from lichen.routing.scheduler import Scheduler
 from lichen.storage.repositories import RequestRecord
 from lichen.wire.messages import GenerationRequest, Usage
 
 if TYPE_CHECKING:
-    from lichen.metrics import GatewayMetrics
+    from lichen.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
 RecordUsage = Callable[[RequestRecord], Awaitable[None]]
+
+
+class AnswerTap(Protocol):
+    """Sees each routed answer's raw events, before the request pipeline (the tracker's
+    traffic audits, ``lichen.audit.traffic``); returns them unchanged."""
+
+    def tap(
+        self,
+        request: GenerationRequest,
+        trace: RouteTrace,
+        events: AsyncGenerator[EngineEvent, None],
+    ) -> AsyncGenerator[EngineEvent, None]: ...
+
 
 NODE_HEADER = "x-lichen-node"
 
@@ -144,7 +159,9 @@ class CompletionService:
         metrics: GatewayMetrics | None = None,
         pipeline: RequestPipeline | None = None,
         settle: Callable[[Outcome], Awaitable[None]] | None = None,
+        weigh: Callable[[int, str], Awaitable[None]] | None = None,
         limits: RequestLimits | None = None,
+        audits: AnswerTap | None = None,
     ) -> None:
         self.router = router
         self.scheduler = scheduler
@@ -154,7 +171,9 @@ class CompletionService:
         self.metrics = metrics
         self.pipeline = pipeline  # privacy: screening, pseudonymization, privacy classes
         self.settle = settle  # accounting: quotas, ledger, usage (lichen.gateway.guard)
+        self.weigh = weigh  # accounting: charge costly requests more of the rate limit
         self.limits = limits or RequestLimits()  # bounds every dialect shares (issue 10)
+        self.audits = audits  # a sample of real answers re-scored, as the policy allows (issue 11)
 
     def resolve_model(self, requested: str, *, tools: bool = False) -> str:
         """The model to run (``auto`` resolved): 404 if nobody serves it, 400 if the
@@ -175,6 +194,7 @@ class CompletionService:
         refuses the rest the same way for every dialect (400 naming the parameter).
         """
         check_generation(wire, self.limits, self.scheduler.registry)
+        check_context(self.scheduler.registry, wire)  # no node can hold the prompt: 400
 
     async def open(
         self,
@@ -184,15 +204,21 @@ class CompletionService:
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         user: str | None = None,
+        request: Request | None = None,
     ) -> Routed:
         """Route ``wire`` and wait for its first event: the path every API dialect shares.
 
         Raises :class:`LichenError` (``TIMEOUT`` past the deadline) before anything
         was sent to the client, so callers can still answer with a status code.
         ``headers``, ``extra`` (the body's unknown fields) and ``user`` feed the
-        request pipeline, which may refuse or transform the request.
+        request pipeline, which may refuse or transform the request. With
+        ``request``, a client that disconnects while the first event is awaited
+        cancels the job (the router sends JobCancel) and gets ``CANCELLED`` (499).
         """
         self.check(wire)
+        weight = grammar_weight(wire)
+        if weight and self.weigh is not None:
+            await self.weigh(weight, "its JSON schemas are large")
         run = None
         if self.pipeline is not None:
             run = await self.pipeline.begin(
@@ -202,11 +228,13 @@ class CompletionService:
         deadline = asyncio.get_running_loop().time() + self.timeout_s
         trace = RouteTrace()
         events = self.router.stream(wire, deadline_s=self.timeout_s, trace=trace)
+        if self.audits is not None:
+            events = self.audits.tap(wire, trace, events)
         if run is not None:
             events = run.events(events)
         try:
             async with asyncio.timeout_at(deadline):
-                first = await anext(events)
+                first = await _first_event(events, request)
         except TimeoutError:
             await events.aclose()
             raise LichenError(ErrorCode.TIMEOUT, "request timed out") from None
@@ -296,7 +324,7 @@ class CompletionService:
         try:
             await self.record(
                 RequestRecord(
-                    created_ms=int(time.time() * 1000),
+                    created_ms=now_ms(),
                     model=outcome.model,
                     kind="chat" if outcome.kind == "chat" else "completion",
                     status=outcome.status,
@@ -346,6 +374,34 @@ async def _unless_disconnected(
         for pending in (task, watcher):
             pending.cancel()
         await asyncio.gather(task, watcher, return_exceptions=True)
+
+
+async def _first_event(
+    events: AsyncGenerator[EngineEvent, None], request: Request | None
+) -> EngineEvent:
+    """The answer's first event, or CANCELLED as soon as the client goes away.
+
+    The body has been read, so the next ASGI message is ``http.disconnect``; the
+    caller closes ``events``, which cancels the job on its node.
+    """
+    if request is None:
+        return await anext(events)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    first = asyncio.ensure_future(anext(events))
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({first, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if first.done():
+            return first.result()
+        raise LichenError(ErrorCode.CANCELLED, "the client disconnected")
+    finally:
+        for pending in (first, watcher):
+            pending.cancel()
+        await asyncio.gather(first, watcher, return_exceptions=True)
 
 
 async def _collect(relayed: aclosing[AsyncGenerator[EngineEvent, None]]) -> Answer:

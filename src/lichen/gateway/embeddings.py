@@ -71,7 +71,8 @@ class EmbeddingService:
 
     With ``answers`` (the completion service), embeddings take the same privacy
     pipeline (privacy class, input screening, pseudonymization) and are recorded
-    and settled (quota tokens, account usage, request log) like completions.
+    and settled (quota tokens, account usage, request log, and the node's signed
+    receipt in the ledger: the caller is charged for the input tokens) like completions.
     """
 
     def __init__(
@@ -124,7 +125,8 @@ class EmbeddingService:
             await self._settle(outcome, error.http_status)
             raise
         outcome.node = done.peer_id
-        outcome.usage = done.result.usage
+        outcome.usage = done.result.usage  # checked against the inputs by the router
+        outcome.receipt, outcome.job_id = done.result.receipt, done.result.job_id
         outcome.ttft_ms = int((time.perf_counter() - outcome.started) * 1000)
         await self._settle(outcome, 200)
         return EmbeddingAnswer(model, done.result.vectors, done.result.usage, done.peer_id)

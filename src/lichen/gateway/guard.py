@@ -15,7 +15,6 @@ the account's usage and feed reputation. Anonymous callers are never charged
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -28,10 +27,11 @@ from starlette.requests import Request
 from lichen.accounts.principal import SCOPE_INFERENCE, Principal
 from lichen.accounts.usage import UsageRepository
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.auth import Authenticator
 from lichen.gateway.completions import Outcome
 from lichen.gateway.concurrency import ConcurrencyLimiter
 from lichen.gateway.metering import Meter
+from lichen.http.auth import Authenticator
+from lichen.http.requests import is_loopback_address
 from lichen.ledger.pricing import format_credits
 from lichen.ledger.service import Claim, Ledger
 from lichen.ratelimit.limiter import Limits, Quota, RateLimiter
@@ -60,14 +60,6 @@ class Ticket:
 
 
 UNLIMITED = Limits(0, 0)
-
-
-def _is_loopback(request: Request) -> bool:
-    host = request.client.host if request.client is not None else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _ticket: ContextVar[Ticket | None] = ContextVar("lichen_ticket", default=None)
@@ -111,7 +103,9 @@ class RequestGuard:
                 )
             limits = self.policy.anonymous_limits
             concurrency = self.policy.anonymous_concurrency
-            if not self.policy.limit_loopback and _is_loopback(request):
+            if not self.policy.limit_loopback and is_loopback_address(
+                request.client.host if request.client else ""
+            ):
                 limits, concurrency = UNLIMITED, 0
         elif not principal.allows(SCOPE_INFERENCE):
             raise LichenError(ErrorCode.FORBIDDEN, "this API key lacks the 'inference' scope")
@@ -130,6 +124,12 @@ class RequestGuard:
                     headers=quota.headers(),
                 )
         return Ticket(principal=principal, limits=limits, quota=quota, concurrency=concurrency)
+
+    async def weigh(self, extra: int, why: str) -> None:
+        """Charge the admitted caller ``extra`` more requests (429 if over its limit)."""
+        ticket = _ticket.get()
+        if ticket is not None and extra > 0:
+            await self.limiter.charge(ticket.principal.subject, ticket.limits, extra, why)
 
     async def settle(self, outcome: Outcome) -> None:
         """Account for one answered request (called once, when it is recorded)."""

@@ -22,16 +22,19 @@ bounds:
   (all of the schema's together), ``anyOf``/``oneOf``/
   ``allOf`` alternatives, repetition bounds (``minItems``/``maxItems``/
   ``minLength``/``maxLength``/``minProperties``/``maxProperties``), ``pattern``
-  length, and only local ``$ref``\\ s.
+  length, and only local ``$ref``\\ s (:mod:`lichen.engines.schema_limits`, which
+  a node's engine applies again).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lichen.engines.schema_limits import SchemaLimits, check_schema
 from lichen.errors import ErrorCode, LichenError
 from lichen.wire.messages import ChatMessage, GenerationRequest
 
@@ -40,32 +43,6 @@ if TYPE_CHECKING:
     from lichen.tracker.registry import Registry
 
 MAX_SEED = 2**32 - 1  # llama.cpp seeds are 32-bit; larger values are refused, not wrapped
-
-_ALTERNATIVES = ("anyOf", "oneOf", "allOf", "prefixItems")
-_REPETITIONS = (
-    "minItems",
-    "maxItems",
-    "minLength",
-    "maxLength",
-    "minProperties",
-    "maxProperties",
-    "minContains",
-    "maxContains",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class SchemaLimits:
-    """How large and complex a JSON schema (``response_format``, tool parameters) may be."""
-
-    max_bytes: int = 16_384  # the schema as JSON text
-    max_nodes: int = 1_024  # objects, arrays and scalars in the schema, all together
-    max_depth: int = 16  # nesting of objects and arrays
-    max_enum: int = 32  # ``enum`` values in the whole schema, all enums together
-    max_properties: int = 64  # ``properties`` in the whole schema (optional ones cost most)
-    max_alternatives: int = 16  # members of one anyOf / oneOf / allOf / prefixItems
-    max_repetition: int = 256  # any minItems / maxItems / minLength / maxLength ...
-    max_pattern_chars: int = 256  # one ``pattern`` (or patternProperties key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +56,7 @@ class RequestLimits:
     max_name_chars: int = 256  # a message's name / tool_call_id
     max_tool_calls: int = 128  # tool calls of one assistant message
     max_tools_bytes: int = 131_072  # the tools array as JSON text
-    schema: SchemaLimits = SchemaLimits()
+    schema: SchemaLimits = dataclasses.field(default_factory=SchemaLimits)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RequestLimits:
@@ -135,6 +112,25 @@ def check_generation(
         _check_tools(params.tools, limits)
     if params.response_format is not None:
         _check_response_format(params.response_format, limits.schema)
+
+
+GRAMMAR_FREE_BYTES = 4096  # JSON schema text a request may carry at the price of one request
+GRAMMAR_BYTES_PER_REQUEST = 1024  # each started KiB past that counts as one more request
+
+
+def grammar_weight(request: GenerationRequest) -> int:
+    """How many requests beyond one ``request`` counts against per-minute limits.
+
+    Answers constrained by a grammar (``response_format``, tools) can hold a node's
+    single engine loop far longer than plain ones: an admitted worst-case schema took
+    0.1-3.6 s per request there (docs/benchmarks.md, ``bench/hostile.py``) while every
+    other request waited. Large schemas therefore spend more of the caller's budget:
+    each started KiB of schema text past :data:`GRAMMAR_FREE_BYTES` is one more
+    request. Ordinary structured output and an agent's tool list stay at one.
+    """
+    p = request.params
+    size = sum(len(text.encode()) for text in (p.response_format, p.tools) if text)
+    return max(0, math.ceil((size - GRAMMAR_FREE_BYTES) / GRAMMAR_BYTES_PER_REQUEST))
 
 
 def _check_numbers(request: GenerationRequest, limits: RequestLimits, context: int) -> None:
@@ -250,66 +246,3 @@ def _check_response_format(text: str, limits: SchemaLimits) -> None:
         raise _invalid("response_format.json_schema must be an object with a schema", param)
     if schema is not None:
         check_schema(schema, limits, param)
-
-
-def check_schema(schema: Any, limits: SchemaLimits, param: str) -> None:
-    """Refuse (400) a JSON schema too large or complex to compile into a grammar cheaply."""
-    if not isinstance(schema, dict | bool):
-        raise _invalid("a JSON schema must be an object", param)
-    nodes = enums = properties = 0
-    size = 0  # about the schema's length as JSON text, without encoding it (no recursion)
-    stack: list[tuple[Any, int]] = [(schema, 1)]
-    while stack:
-        value, depth = stack.pop()
-        nodes += 1
-        size += len(value) + 3 if isinstance(value, str) else 2
-        if nodes > limits.max_nodes:
-            raise _invalid(f"the JSON schema may have at most {limits.max_nodes} nodes", param)
-        if depth > limits.max_depth:
-            raise _invalid(f"the JSON schema may nest at most {limits.max_depth} levels", param)
-        if isinstance(value, dict):
-            enum, props = _check_keywords(value, limits, param)
-            enums, properties = enums + enum, properties + props
-            if enums > limits.max_enum:
-                raise _invalid(
-                    f"a JSON schema may have at most {limits.max_enum} enum values in all", param
-                )
-            if properties > limits.max_properties:
-                raise _invalid(
-                    f"a JSON schema may have at most {limits.max_properties} properties in all",
-                    param,
-                )
-            size += sum(len(str(key)) + 4 for key in value)
-            stack.extend((child, depth + 1) for child in value.values())
-        elif isinstance(value, list):
-            stack.extend((child, depth + 1) for child in value)
-        if size > limits.max_bytes:
-            raise _invalid(f"the JSON schema may be at most {limits.max_bytes} bytes", param)
-
-
-def _check_keywords(node: dict[str, Any], limits: SchemaLimits, param: str) -> tuple[int, int]:
-    """Check one schema object's keywords; returns its (enum values, properties)."""
-    for keyword in _ALTERNATIVES:
-        members = node.get(keyword)
-        if isinstance(members, list) and len(members) > limits.max_alternatives:
-            raise _invalid(f"{keyword} may have at most {limits.max_alternatives} members", param)
-    for keyword in _REPETITIONS:
-        bound: Any = node.get(keyword)
-        numeric = isinstance(bound, int | float) and not isinstance(bound, bool)
-        if numeric and not 0 <= bound <= limits.max_repetition:
-            raise _invalid(f"{keyword} must be between 0 and {limits.max_repetition}", param)
-    patterns: list[Any] = [node.get("pattern")]
-    properties = node.get("patternProperties")
-    if isinstance(properties, dict):
-        patterns.extend(properties)
-    for pattern in patterns:
-        if isinstance(pattern, str) and len(pattern) > limits.max_pattern_chars:
-            raise _invalid(f"a pattern may be at most {limits.max_pattern_chars} characters", param)
-    ref = node.get("$ref")
-    if isinstance(ref, str) and not ref.startswith("#"):
-        raise _invalid("only local $ref values ('#/...') are allowed in a JSON schema", param)
-    enum, properties = node.get("enum"), node.get("properties")
-    return (
-        len(enum) if isinstance(enum, list) else 0,
-        len(properties) if isinstance(properties, dict) else 0,
-    )

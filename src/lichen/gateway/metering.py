@@ -21,6 +21,7 @@ from lichen.ledger.receipts import claimed_usage
 from lichen.ledger.tokens import ModelFile, TokenCounter
 from lichen.models.store import ModelStore
 from lichen.tracker.registry import Registry
+from lichen.wire.messages import Usage
 
 __all__ = [
     "ContextFor",
@@ -63,6 +64,8 @@ class Meter:
 
     async def measure(self, outcome: Outcome) -> Charge:
         """The usage to settle and count for ``outcome``; logs evidence of inflation."""
+        if outcome.kind == "embedding":
+            return _embedding_charge(outcome)
         counted = None
         if self.tokens is not None and outcome.model:
             # Off the event loop: the first use of a model reads its GGUF header.
@@ -107,6 +110,16 @@ class Meter:
             if self.on_evidence is not None:
                 self.on_evidence(evidence)
         return charge
+
+
+def _embedding_charge(outcome: Outcome) -> Charge:
+    """Embeddings: the usage the router checked against the inputs (a token is at
+    least one byte of input, :func:`~lichen.tracker.output.vectors_problem`); a receipt
+    claiming more is paid that checked usage, never its own claim. No completion."""
+    claimed = claimed_usage(outcome.receipt) or outcome.usage
+    prompt = min(max(0, claimed.prompt_tokens), outcome.usage.prompt_tokens)
+    usage = Usage(prompt, 0)
+    return Charge(usage=usage, claimed=claimed, counted=None, clamped=usage != claimed)
 
 
 def installed_model_file(models_path: Path) -> ModelFile:

@@ -30,7 +30,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.errors import error_response
+from lichen.http.errors import error_response
+from lichen.http.requests import is_loopback_address
 
 if TYPE_CHECKING:
     from lichen.config import Settings
@@ -61,16 +62,14 @@ def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def is_loopback_name(name: str) -> bool:
     if name == "localhost" or name.endswith(".localhost"):
         return True
-    address = _ip(name)
-    return address is not None and address.is_loopback
+    return is_loopback_address(name)
 
 
 def is_local_request(request: Request) -> bool:
     """A request from this machine, sent to this machine by a loopback name (not a
     rebinding page, not public traffic that a local reverse proxy forwards)."""
     client = request.client.host if request.client is not None else ""
-    address = _ip(client)
-    if not ((address is not None and address.is_loopback) or client == "testclient"):
+    if not (is_loopback_address(client) or client == "testclient"):
         return False
     name, _ = split_host(request.headers.get("host", ""))
     return is_loopback_name(name) or name == "testserver"

@@ -15,12 +15,16 @@ from lichen.wire.messages import Usage
 _json = msgspec.json.Encoder()
 
 
-def usage_body(usage: Usage) -> dict[str, int]:
-    return {
+def usage_body(usage: Usage) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
     }
+    if usage.cached_tokens:  # prompt tokens the node's KV cache already held (agent loops)
+        cached = min(usage.cached_tokens, usage.prompt_tokens)  # a node's claim, bounded
+        body["prompt_tokens_details"] = {"cached_tokens": cached}
+    return body
 
 
 def sse(payload: Any) -> bytes:

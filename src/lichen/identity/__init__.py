@@ -14,7 +14,7 @@ from lichen.identity.certs import (
     issue_device_certificate,
     verify_device_certificate,
 )
-from lichen.identity.handshake import (
+from lichen.identity.handshake_crypto import (
     NONCE_SIZE,
     ReplayGuard,
     new_nonce,
@@ -33,7 +33,7 @@ from lichen.identity.signing import (
     sign,
     verify,
 )
-from lichen.identity.store import Identity, load_identity, now_ms
+from lichen.identity.store import Identity, load_identity
 
 __all__ = [
     "NONCE_SIZE",
@@ -51,7 +51,6 @@ __all__ = [
     "load_or_create_key",
     "new_nonce",
     "node_auth",
-    "now_ms",
     "parse_invite",
     "peer_id",
     "public_raw",

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from lichen.clock import now_ms
 from lichen.errors import LichenError
 from lichen.identity._files import (
     PRIVATE_FILE_MODE,
@@ -36,7 +36,7 @@ from lichen.identity.certs import (
 from lichen.identity.keys import load_or_create_key
 from lichen.identity.signing import peer_id, public_raw
 
-__all__ = ["KEYS_DIR", "Identity", "load_identity", "now_ms"]
+__all__ = ["KEYS_DIR", "Identity", "load_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,6 @@ _ACCOUNT_KEY = "account.key"
 _DEVICE_KEY = "device.key"
 _NETWORK_KEY = "network.key"
 _DEVICE_CERT = "device.cert"
-
-
-def now_ms() -> int:
-    """Wall-clock time in Unix milliseconds, the unit of every identity timestamp."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lichen.ledger.journal import JournalEntry
-from lichen.storage.accounts_tables import (
+from lichen.storage.ledger_tables import (
     LedgerBalanceRow,
     LedgerEscrowRow,
     LedgerJournalRow,

@@ -28,7 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from lichen.ledger.batch import Batch
 from lichen.ledger.journal import seal
 from lichen.ledger.names import ESCROW
-from lichen.storage.accounts_tables import LedgerEscrowRow
+from lichen.storage.ledger_tables import LedgerEscrowRow
 
 __all__ = [
     "CLOSE_LIMIT",

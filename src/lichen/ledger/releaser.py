@@ -1,7 +1,7 @@
 """The escrow releaser: pays node owners once their jobs' audit windows close.
 
 Started and stopped with the gateway's other periodic tasks
-(:meth:`lichen.gateway.accounting.Accounting.start`). Several gateways may run one
+(:meth:`lichen.gateway.services.GatewayServices.start`). Several gateways may run one
 each on the same database: releasing takes the ledger's write lock, and a hold is
 closed exactly once (``ledger_escrow.state``), so they never pay twice. A round
 with nothing due is one read, without the write lock.
@@ -9,11 +9,10 @@ with nothing due is one read, without the write lock.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from lichen.ledger.service import Ledger
+from lichen.periodic import Periodic
 
 __all__ = ["EscrowReleaser", "release_interval"]
 
@@ -33,28 +32,24 @@ def release_interval(window_s: float) -> float:
 class EscrowReleaser:
     def __init__(self, ledger: Ledger, *, interval_s: float) -> None:
         self._ledger = ledger
-        self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        # A failed release is retried next time; holds stay pending meanwhile.
+        self._loop = Periodic(
+            "escrow-releaser",
+            self._release,
+            interval_s,
+            log=log,
+            failure="escrow release failed",
+            delay_first=True,
+        )
 
     def start(self) -> None:
         # Even with the window now 0: holds made under an earlier window still come due.
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="escrow-releaser")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                released = await self._ledger.release_due()
-            except Exception as exc:  # retried next time; holds stay pending meanwhile
-                log.warning("escrow release failed: %s", type(exc).__name__)
-            else:
-                if released:
-                    log.info("released %d escrowed micro-credits to node owners", released)
+    async def _release(self) -> None:
+        released = await self._ledger.release_due()
+        if released:
+            log.info("released %d escrowed micro-credits to node owners", released)

@@ -49,7 +49,7 @@ from lichen.ledger.escrow import (
 from lichen.ledger.journal import GENESIS_HASH, MAX_AMOUNT, JournalEntry, seal
 from lichen.ledger.names import ESCROW, ISSUANCE, is_ledger_account, owner_account
 from lichen.ledger.receipts import VerifiedReceipt, countersign, verify_receipt
-from lichen.storage.accounts_tables import (
+from lichen.storage.ledger_tables import (
     LedgerBalanceRow,
     LedgerEscrowRow,
     LedgerHeadRow,

@@ -37,7 +37,7 @@ from lichen.ledger.escrow import parse_hold_memo
 from lichen.ledger.journal import GENESIS_HASH, JournalEntry, expected_hash, verify_signature
 from lichen.ledger.names import ESCROW, ISSUANCE, owner_account
 from lichen.ledger.receipts import verify_countersignature, verify_receipt
-from lichen.storage.accounts_tables import (
+from lichen.storage.ledger_tables import (
     LedgerBalanceRow,
     LedgerEscrowRow,
     LedgerHeadRow,

@@ -20,7 +20,7 @@ import logging
 from fastapi import FastAPI, Path
 from fastapi.responses import JSONResponse, Response
 
-from lichen.gateway.errors import install_error_handlers
+from lichen.http.errors import install_error_handlers
 from lichen.models.chunks import MAX_CHUNKS
 from lichen.models.holdings import Holdings
 from lichen.server import HttpServer

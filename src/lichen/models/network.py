@@ -4,7 +4,7 @@
 ``--model``: a name in the network's signed catalog is checked (an installed
 file must hash to the catalog's SHA-256, else it is fetched again) or fetched
 through the network; anything else (a path, a URL, a name the catalog lacks)
-goes the old way (:func:`lichen.roles.engine.install_model`). ``seed()`` keeps a
+goes the old way (:func:`lichen.roles.llama_engine.install_model`). ``seed()`` keeps a
 transfer link open while the node runs, so its chunks serve other nodes.
 """
 

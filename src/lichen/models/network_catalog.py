@@ -8,13 +8,13 @@ model removes its row (its chunks are then garbage-collected by the caller).
 from __future__ import annotations
 
 import builtins
-import time
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lichen.clock import now_ms
 from lichen.errors import ErrorCode, LichenError
 from lichen.models.catalog_sign import CatalogModel
 from lichen.models.chunks import ChunkList
@@ -125,7 +125,7 @@ class NetworkCatalog:
             "chunks": "".join(model.chunks),
             "cached": model.cached,
             "owner": model.owner,
-            "created_ms": int(time.time() * 1000),
+            "created_ms": now_ms(),
         }
         async with self.db.begin() as conn:
             exists = await conn.scalar(
@@ -193,7 +193,7 @@ class NetworkCatalog:
                     chunk_size=chunk_size,
                     chunks="".join(chunks),
                     license=license,
-                    created_ms=int(time.time() * 1000),
+                    created_ms=now_ms(),
                 )
             )
         upload = await self.upload(row_id)

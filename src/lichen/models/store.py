@@ -15,13 +15,13 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
+from lichen.clock import now_ms
 from lichen.errors import ErrorCode, LichenError
 from lichen.models.catalog import BUILTIN_CATALOG, Catalog
 from lichen.models.progress import Progress
@@ -178,7 +178,7 @@ class ModelStore:
             sha256=sha256,
             size=size,
             source=source,
-            added_ms=int(time.time() * 1000),
+            added_ms=now_ms(),
             path=None if owned else str(path),
             mtime_ns=None if owned else path.stat().st_mtime_ns,
         )

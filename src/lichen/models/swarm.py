@@ -24,12 +24,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.websockets import WebSocket
 
 from lichen.errors import ErrorCode, LichenError
-from lichen.identity.handshake import ReplayGuard
+from lichen.identity.handshake_crypto import ReplayGuard
 from lichen.models.cache import ModelCache
 from lichen.models.catalog_sign import sign_chunk_list
 from lichen.models.chunk_server import CHUNKS_PATH
 from lichen.models.chunks import MAX_CHUNKS, chunk_sha, is_sha256
-from lichen.routing.reputation import Reputation
+from lichen.reputation.book import Reputation
 from lichen.transport.handshake import Admission, server_handshake
 from lichen.transport.link import Link, LinkClosed, ServerLink, send_error
 from lichen.wire.messages import (

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from lichen.errors import ErrorCode, LichenError
+from lichen.errors import ErrorCode, LichenError, parse_code
 from lichen.identity.store import Identity
 from lichen.models.catalog_sign import verify_chunk_list
 from lichen.models.chunks import ChunkList
@@ -43,13 +43,6 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT_S = 180.0  # the tracker may be fetching the chunk from the model's source
 DIRECT_TIMEOUT_S = 20.0  # one chunk straight from a peer
 DIRECT_MAX = 4 << 20  # bytes read from a peer at most (a chunk is 1 MiB)
-
-
-def _error_code(value: str) -> ErrorCode:
-    try:
-        return ErrorCode(value)
-    except ValueError:
-        return ErrorCode.PROTOCOL_ERROR
 
 
 class SwarmClient:
@@ -202,7 +195,9 @@ class SwarmClient:
         finally:
             self._pending.pop(req_id, None)
         if isinstance(reply, ChunkFail):
-            raise LichenError(_error_code(reply.code), reply.message)
+            raise LichenError(
+                parse_code(reply.code, unknown=ErrorCode.PROTOCOL_ERROR), reply.message
+            )
         return reply  # type: ignore[no-any-return]
 
     async def _read(self, link: ClientLink) -> None:
@@ -216,7 +211,9 @@ class SwarmClient:
                 elif isinstance(msg, ChunkGet):
                     asyncio.create_task(self._serve(msg))  # noqa: RUF006 (bounded by the tracker)
                 elif isinstance(msg, Error):
-                    raise LichenError(_error_code(msg.code), msg.message)
+                    raise LichenError(
+                        parse_code(msg.code, unknown=ErrorCode.PROTOCOL_ERROR), msg.message
+                    )
                 else:
                     raise LichenError(
                         ErrorCode.PROTOCOL_ERROR, f"unexpected {type(msg).__name__} from tracker"

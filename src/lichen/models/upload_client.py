@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from lichen.errors import ErrorCode, LichenError
+from lichen.errors import ErrorCode, LichenError, parse_code
 from lichen.models.chunks import CHUNK_SIZE, chunk_sha, iter_chunks, read_chunk
 from lichen.models.progress import NullProgress, Progress
 from lichen.models.verify import check_gguf_magic
@@ -28,10 +28,7 @@ def _check(response: httpx.Response) -> dict[str, Any]:
             message, code = str(error["message"]), str(error.get("code") or "")
         except (ValueError, KeyError, TypeError):
             message, code = response.text[:200], ""
-        try:
-            error_code = ErrorCode(code)
-        except ValueError:
-            error_code = ErrorCode.INTERNAL
+        error_code = parse_code(code, unknown=ErrorCode.INTERNAL)
         raise LichenError(error_code, f"upload refused (HTTP {response.status_code}): {message}")
     body: dict[str, Any] = response.json() if response.content else {}
     return body

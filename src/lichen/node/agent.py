@@ -22,8 +22,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from lichen.engines.base import Engine, WatchesModels
-from lichen.errors import ErrorCode, LichenError
+from lichen.errors import ErrorCode, LichenError, parse_code
 from lichen.identity.store import Identity
+from lichen.identity.trust import TrustLevel
 from lichen.ledger.receipts import ReceiptSigner
 from lichen.node.jobs import JobRunner
 from lichen.privacy.node_side import NodePrivacy
@@ -73,7 +74,7 @@ class NodeConfig:
     name: str
     invite: str = ""
     network_key: bytes | None = None  # expected tracker network key (from the invite)
-    trust: str = "community"
+    trust: str = TrustLevel.COMMUNITY.value
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
     refuse_policies: tuple[str, ...] = ()  # network policies this node will not serve
@@ -296,11 +297,7 @@ class NodeAgent:
         self.runner.cancel(msg.job_id)
 
     async def _on_error(self, msg: Error) -> None:
-        try:
-            code = ErrorCode(msg.code)
-        except ValueError:
-            code = ErrorCode.PROTOCOL_ERROR
-        raise LichenError(code, msg.message)
+        raise LichenError(parse_code(msg.code, unknown=ErrorCode.PROTOCOL_ERROR), msg.message)
 
     async def _heartbeats(self, link: Link, every_s: float) -> None:
         while True:

@@ -15,10 +15,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from lichen.clock import now_ms
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity._files import atomic_write, ensure_private_dir
 from lichen.identity.invites import parse_invite
-from lichen.identity.store import now_ms
 from lichen.tracker.service import NODE_PATH
 
 log = logging.getLogger(__name__)

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import msgspec
 
+from lichen.clock import now_ms
 from lichen.engines.base import Delta, EngineEvent, Finish
 from lichen.errors import ErrorCode, LichenError
+from lichen.http.requests import bearer_token
 from lichen.privacy.content import ContentRepository, Exchange, new_deletion_token, subject_of
 from lichen.privacy.policy import Policy
 from lichen.privacy.pseudonymize import Pseudonymizer
@@ -58,12 +59,6 @@ def _flag(value: Any, name: str) -> bool | None:
     if text in _FALSE:
         return False
     raise LichenError(ErrorCode.INVALID_REQUEST, f"{name} must be true or false", param=name)
-
-
-def bearer_token(headers: Mapping[str, str]) -> str | None:
-    value = headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def _texts(request: GenerationRequest) -> list[str]:
@@ -249,7 +244,7 @@ class PrivacyRun:
         )
         exchange = Exchange(
             request_id=self.request_id,
-            created_ms=int(time.time() * 1000),
+            created_ms=now_ms(),
             subject=self.subject,
             public=self.public,
             model=original.model,

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lichen.errors import ErrorCode, LichenError
+from lichen.identity.trust import TrustLevel
 
 POLICY_FILE = "policy.toml"
 DEFAULT_PRESET = "private"
@@ -163,7 +164,9 @@ class AuditRules(_Strict):
     """Audits of real requests: a share re-scored by the tracker's reference (issue 11)."""
 
     traffic_share: float = Field(default=0.0, ge=0.0, le=1.0)  # share of real requests
-    verifier_trust: str = "owner"  # trust level of the verifier (the operator's tracker)
+    verifier_trust: str = (
+        TrustLevel.OWNER.value
+    )  # trust level of the verifier (the operator's tracker)
 
 
 class Policy(_Strict):
@@ -180,7 +183,7 @@ class Policy(_Strict):
     telemetry: TelemetryRules = TelemetryRules()
     default_privacy_class: str = "standard"
     privacy_classes: dict[str, list[str]] = Field(
-        default_factory=lambda: {"standard": ["owner", "trusted", "community"]}
+        default_factory=lambda: {"standard": [level.value for level in TrustLevel]}
     )
     data: dict[DataClass, DataRule] = Field(default_factory=dict)
     audits: AuditRules = AuditRules()

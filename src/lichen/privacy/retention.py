@@ -2,14 +2,12 @@
 
 Every table with a data class (``TABLE_DATA_CLASS``) and a ``created_ms`` column is
 swept: rows with ``created_ms < now - retention`` are deleted, nothing else. The
-clock is injectable, so tests can move time instead of waiting. ``run_forever``
-sweeps periodically inside the gateway/tracker process.
+clock is injectable, so tests can move time instead of waiting. ``task()``
+sweeps periodically inside the gateway/tracker process (:class:`~lichen.periodic.Periodic`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +15,7 @@ from collections.abc import Callable
 from sqlalchemy import Table, delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lichen.periodic import Periodic
 from lichen.privacy.policy import Policy
 from lichen.storage.tables import TABLE_DATA_CLASS, Base
 
@@ -63,30 +62,6 @@ class RetentionSweeper:
             log.info("retention: deleted %d expired rows from %s", count, name)
         return deleted
 
-    async def run_forever(self, every_s: float) -> None:
-        """Sweep now and then every ``every_s`` seconds until cancelled; never dies on errors."""
-        while True:
-            try:
-                await self.sweep()
-            except Exception as exc:  # a failed sweep is retried next round
-                log.warning("retention sweep failed: %s", type(exc).__name__)
-            await asyncio.sleep(every_s)
-
-
-class SweeperTask:
-    """A running sweeper that the composition root starts and stops."""
-
-    def __init__(self, sweeper: RetentionSweeper, every_s: float) -> None:
-        self.sweeper = sweeper
-        self.every_s = every_s
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.sweeper.run_forever(self.every_s), name="retention")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    def task(self, every_s: float) -> Periodic:
+        """Sweep now and then every ``every_s`` seconds, from ``start()`` until ``stop()``."""
+        return Periodic("retention", self.sweep, every_s, log=log, failure="retention sweep failed")

@@ -3,8 +3,9 @@
 The composition roots (``lichen up``, ``lichen tracker``, ``lichen gateway``) call
 :meth:`PrivacyRuntime.build` once and wire its parts in: the guard on the database
 engine, the signed policy and telemetry sink into the tracker, the trust filter into
-the scheduler, the pipeline into the completion service, the routes into the app,
-and the retention sweeper into the process's lifetime.
+the scheduler, the pipeline into the completion service, the service into the app's
+routes (:func:`lichen.web.privacy_routes.install_privacy`), and the retention sweeper
+into the process's lifetime.
 """
 
 from __future__ import annotations
@@ -15,20 +16,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lichen.periodic import Periodic
 from lichen.privacy.content import ContentRepository
-from lichen.privacy.guard import PolicyGuard, install_guard
 from lichen.privacy.pipeline import PrivacyPipeline
 from lichen.privacy.policy import Location, Policy, load_policy_document
-from lichen.privacy.retention import RetentionSweeper, SweeperTask
-from lichen.privacy.routes import PrivacyService, install_privacy
+from lichen.privacy.retention import RetentionSweeper
 from lichen.privacy.signing import SignedPolicy, sign_policy
+from lichen.privacy.storage_guard import PolicyGuard, install_guard
 from lichen.privacy.summary import PrivacyPolicyView
 from lichen.privacy.telemetry import TelemetryRepository, TelemetrySink
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrivacyService:
+    """What the privacy routes serve: the policy, its signature, the kept content."""
+
+    policy: Policy
+    signed: SignedPolicy
+    content: ContentRepository | None = None
 
 
 @dataclass
@@ -39,7 +48,7 @@ class PrivacyRuntime:
     content: ContentRepository
     pipeline: PrivacyPipeline
     service: PrivacyService
-    sweeper: SweeperTask
+    sweeper: Periodic
     telemetry_sink: TelemetrySink
     view: PrivacyPolicyView
 
@@ -68,7 +77,7 @@ class PrivacyRuntime:
             content=content,
             pipeline=pipeline,
             service=PrivacyService(policy, signed, content),
-            sweeper=SweeperTask(RetentionSweeper(db, policy), sweep_every_s),
+            sweeper=RetentionSweeper(db, policy).task(sweep_every_s),
             telemetry_sink=TelemetrySink(policy, TelemetryRepository(db)),
             view=PrivacyPolicyView(policy, document.decode("utf-8")),
         )
@@ -77,9 +86,6 @@ class PrivacyRuntime:
     def wire_policy(self) -> bytes:
         """The signed policy as it travels in ``Welcome.policy``."""
         return self.signed.encode()
-
-    def install_routes(self, app: FastAPI) -> None:
-        install_privacy(app, self.service)
 
     async def start(self) -> None:
         await self.pipeline.warm()

@@ -7,8 +7,8 @@ show`` render; :class:`PrivacyPolicyView` hands them to the web UI through its
 
 from __future__ import annotations
 
+from lichen.privacy.document import PolicyDocument, PolicySection, PrivacyClass
 from lichen.privacy.policy import DataClass, DataRule, Policy, format_duration
-from lichen.web.policy_view import PolicyDocument, PolicySection, PrivacyClass
 
 LABELS: dict[DataClass, str] = {
     DataClass.PROMPT: "What you send (prompts)",

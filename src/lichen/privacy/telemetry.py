@@ -23,6 +23,7 @@ import msgspec
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lichen.clock import now_ms
 from lichen.privacy.policy import TELEMETRY_COUNTERS, DataClass, Policy
 from lichen.storage.tables import TelemetryLog
 from lichen.wire.messages import Telemetry
@@ -136,6 +137,6 @@ class TelemetrySink:
             return
         counters = only_counters(msg, self.policy.telemetry.counters)
         try:
-            await self.repository.record(peer_id, counters, int(time.time() * 1000))
+            await self.repository.record(peer_id, counters, now_ms())
         except Exception as exc:  # telemetry must never break a node's link
             log.warning("could not store telemetry from %s: %s", peer_id, type(exc).__name__)

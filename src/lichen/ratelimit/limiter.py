@@ -86,6 +86,22 @@ class RateLimiter:
                 )
         return Quota(requests=requests, tokens=tokens)
 
+    async def charge(self, subject: str, limits: Limits, extra: int, why: str) -> None:
+        """Count ``extra`` more requests for an admitted request that costs more than one
+        (``why`` says what makes it costly); 429 if they do not fit this minute's limit.
+        A request is never weighed above the limit, so it fits an unused minute."""
+        extra = min(extra, limits.requests_per_minute - 1)
+        if extra <= 0:
+            return
+        now = self._clock()
+        count = await self._take(f"req:{subject}", limits.requests, extra, now, force=False)
+        if count is not None and not count.allowed:
+            raise _limited(
+                f"this request counts as {extra + 1} requests ({why}); slow down",
+                Quota(requests=count),
+                count.retry_after_s,
+            )
+
     async def count_tokens(self, subject: str, limits: Limits, tokens: int) -> None:
         """Add the tokens an answer used to today's quota."""
         if limits.tokens_per_day > 0 and tokens > 0:

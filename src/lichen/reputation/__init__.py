@@ -3,7 +3,21 @@ persisted so it survives restarts (docs/architecture.md section 7)."""
 
 from __future__ import annotations
 
-from lichen.reputation.book import NodeRecord, ReputationBook
+from lichen.reputation.book import (
+    MIN_SCORE,
+    EwmaReputation,
+    NodeRecord,
+    Reputation,
+    ReputationBook,
+)
 from lichen.reputation.store import ReputationKeeper, ReputationStore
 
-__all__ = ["NodeRecord", "ReputationBook", "ReputationKeeper", "ReputationStore"]
+__all__ = [
+    "MIN_SCORE",
+    "EwmaReputation",
+    "NodeRecord",
+    "Reputation",
+    "ReputationBook",
+    "ReputationKeeper",
+    "ReputationStore",
+]

@@ -1,8 +1,8 @@
 """Node reputation with memory: success rate, latency and volume, all decaying.
 
-:class:`ReputationBook` implements the scheduler's
-:class:`~lichen.routing.reputation.Reputation` protocol and adds what a ledger
-knows: how much a node has served (volume, in tokens) and how long whole answers
+The one place node reputation is computed. The scheduler and router only see the
+:class:`Reputation` protocol; :class:`ReputationBook` implements it and adds what a
+ledger knows: how much a node has served (volume, in tokens) and how long whole answers
 took. Every figure decays with time since the node was last observed, so an old
 failure is forgiven and an old record stops vouching for a node:
 
@@ -15,18 +15,38 @@ failure is forgiven and an old record stops vouching for a node:
 with no track record keeps most of its prior, and one that has served a lot
 earns the rest. New identities therefore start slightly behind proven ones (no
 Sybil advantage) but are not starved. Rows are persisted by
-:class:`~lichen.reputation.store.ReputationStore`.
+:class:`~lichen.reputation.store.ReputationStore`. :class:`EwmaReputation` is the
+same book without the volume term, on a monotonic clock: the scheduler's default
+when no accounting runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from lichen.clock import Clock, system_clock
 
-MIN_SCORE = 0.05
+MIN_SCORE = 0.05  # a node is never scored to zero: it can always earn its way back
+
+
+class Reputation(Protocol):
+    """What routing reads and reports about nodes."""
+
+    def score(self, peer_id: str) -> float:
+        """Trust in ``peer_id``, in ``(0, 1]``; higher is better."""
+        ...
+
+    def ttft_s(self, peer_id: str) -> float | None:
+        """Recently observed time to first token, or None if unknown."""
+        ...
+
+    def job_succeeded(self, peer_id: str, ttft_s: float | None) -> None: ...
+
+    def job_failed(self, peer_id: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -175,3 +195,23 @@ class ReputationBook:
         record.updated = now
         self._dirty.add(peer_id)
         return record
+
+
+class EwmaReputation(ReputationBook):
+    """Success rate and TTFT only (no volume term), on a monotonic clock.
+
+    What the scheduler uses when no accounting runs: an old failure is forgiven and
+    an old fast answer is forgotten (the success rate drifts back to ``prior``).
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.2,
+        prior: float = 0.9,
+        half_life_s: float = 600.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        super().__init__(
+            alpha=alpha, prior=prior, half_life_s=half_life_s, volume_weight=0.0, clock=clock
+        )

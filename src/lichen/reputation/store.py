@@ -7,16 +7,15 @@ A crash loses at most that window of observations, which only decay anyway.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lichen.periodic import Periodic
 from lichen.reputation.book import NodeRecord, ReputationBook
-from lichen.storage.accounts_tables import NodeReputationRow
+from lichen.storage.reputation_tables import NodeReputationRow
 
 log = logging.getLogger(__name__)
 
@@ -79,31 +78,25 @@ class ReputationKeeper:
     def __init__(self, book: ReputationBook, store: ReputationStore, *, flush_s: float = FLUSH_S):
         self.book = book
         self.store = store
-        self._flush_s = flush_s
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(
+            "reputation-flush",
+            self.flush,
+            flush_s,
+            log=log,
+            failure="could not save reputation",  # retried at the next flush
+            delay_first=True,
+        )
 
     async def start(self) -> None:
         self.book.load(await self.store.load())
-        self._task = asyncio.create_task(self._run(), name="reputation-flush")
+        self._loop.start()
 
     async def flush(self) -> None:
         await self.store.save(self.book.take_dirty())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         try:
             await self.flush()
         except Exception as exc:
             log.warning("could not save reputation at stop: %s", type(exc).__name__)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_s)
-            try:
-                await self.flush()
-            except Exception as exc:  # retried at the next flush
-                log.warning("could not save reputation: %s", type(exc).__name__)

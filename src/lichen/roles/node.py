@@ -15,17 +15,18 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lichen.clock import now_ms
 from lichen.config import Settings
 from lichen.errors import LichenError
 from lichen.identity._files import ensure_private_dir
 from lichen.identity.certs import verify_device_certificate
-from lichen.identity.store import Identity, load_identity, now_ms
+from lichen.identity.store import Identity, load_identity
 from lichen.models import ModelStore, Progress
 from lichen.models.network import NetworkModels
 from lichen.node.agent import NodeAgent, NodeConfig
 from lichen.node.join import resolve_join
 from lichen.privacy.node_side import node_privacy_options
-from lichen.roles.engine import install_model
+from lichen.roles.llama_engine import install_model
 from lichen.roles.node_engine import start_node_engine, start_node_metrics
 from lichen.server import client_tls, install_shutdown_signals
 

@@ -17,10 +17,11 @@ from lichen.engines.composite import CompositeEngine
 from lichen.engines.openai_upstream import OpenAIEngine, UpstreamConfig
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.secrets import SecretStore
-from lichen.metrics import NodeCollector, metrics_app
+from lichen.metrics import metrics_app
 from lichen.models import InstalledModel
 from lichen.node.agent import NodeAgent
-from lichen.roles.engine import start_llamacpp
+from lichen.node.metrics import NodeCollector
+from lichen.roles.llama_engine import start_llamacpp
 from lichen.server import HttpServer
 
 log = logging.getLogger(__name__)

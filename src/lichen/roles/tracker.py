@@ -25,19 +25,21 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lichen import __version__
-from lichen.audit.service import AuditService
+from lichen.audit.service import AuditService, audits_on
+from lichen.clock import now_ms
 from lichen.config import Settings
-from lichen.gateway.accounting import Accounting
 from lichen.gateway.app import GatewayDeps, create_app
 from lichen.gateway.body_limit import BodyLimitMiddleware, BodyLimits
 from lichen.gateway.completions import CompletionService
-from lichen.gateway.errors import install_error_handlers
 from lichen.gateway.limits import RequestLimits
-from lichen.gateway.operator import OperatorGate
+from lichen.gateway.metrics import GatewayMetrics
 from lichen.gateway.origin import HostPolicy, OriginGuardMiddleware
+from lichen.gateway.services import GatewayServices
+from lichen.http.errors import install_error_handlers
+from lichen.http.operator import OperatorGate
 from lichen.identity._files import ensure_private_dir
-from lichen.identity.store import Identity, now_ms
-from lichen.metrics import GatewayMetrics, TrackerCollector, metrics_endpoint
+from lichen.identity.store import Identity
+from lichen.metrics import metrics_endpoint
 from lichen.models.catalog import lookup as catalog_lookup
 from lichen.node.join import dial_url
 from lichen.privacy.runtime import PrivacyRuntime
@@ -49,12 +51,14 @@ from lichen.storage.membership import MembershipRepository
 from lichen.storage.repositories import RequestLogRepository
 from lichen.tracker.api import mount_tracker
 from lichen.tracker.membership import AdmissionLimiter, InviteAdmission, SeenBuffer
+from lichen.tracker.metrics import TrackerCollector
 from lichen.tracker.model_routes import ModelService, mount_models
 from lichen.tracker.model_uploads import mount_uploads, uploader_auth
 from lichen.tracker.revocations import RevocationWatcher
 from lichen.tracker.service import NODE_PATH, TrackerService
 from lichen.transport.handshake import Peer
 from lichen.web import WebDeps, install_web
+from lichen.web.privacy_routes import install_privacy
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +122,7 @@ class TrackerStack:
     local_node_url: str  # ws:// on loopback, for a node in this process or on this machine
     info: TrackerInfo
     metrics: CollectorRegistry  # /metrics of this process; a node in it adds its collector
-    accounting: Accounting | None = None  # accounts, keys, quotas, ledger, reputation
+    accounting: GatewayServices | None = None  # accounts, keys, quotas, ledger, reputation
     audits: AuditService | None = None  # probes and verdicts (settings.audits)
     local_tls: ssl.SSLContext | None = None  # a node in this process trusts our own cert
     # /health problems from this process (e.g. its own engine's watchdog), appended by `up`
@@ -151,7 +155,7 @@ async def tracker_stack(
     seen_task: asyncio.Task[None] | None = None
     seen: SeenBuffer | None = None
     privacy: PrivacyRuntime | None = None
-    accounting: Accounting | None = None
+    accounting: GatewayServices | None = None
     audits: AuditService | None = None
     models: ModelService | None = None
     runtime = settings.data_dir / RUNTIME_FILE
@@ -191,14 +195,15 @@ async def tracker_stack(
         )
         tracker.telemetry = privacy.telemetry_sink
         # Accounts, API keys, quotas, the credit ledger, and the persisted reputation.
-        accounting = Accounting.build(settings, db, identity.network_key)
+        accounting = GatewayServices.build(settings, db, identity.network_key)
         reputation = accounting.reputation
         scheduler = Scheduler(tracker.registry, reputation)
         scheduler.trust_for = privacy.policy.allowed_trust
         scheduler.alias_of = _catalog_name  # "smollm2" names smollm2-135m, as in the CLI
         if not settings.affinity:  # LICHEN_AFFINITY=false: no prefix affinity (issue 16)
             scheduler.affinity = None
-        if settings.audits:  # probes re-scored by the tracker's reference models (issue 11)
+        scheduler.queue_per_slot = settings.queue_per_slot  # None: the nodes' queues decide
+        if audits_on(settings):  # probes re-scored by the tracker's reference models (issue 11)
             audits = AuditService.for_tracker(
                 settings, db, tracker.registry, reputation, accounting.ledger, privacy.policy
             )
@@ -220,6 +225,7 @@ async def tracker_stack(
                 metrics=gateway_metrics,
                 pipeline=privacy.pipeline,
                 limits=RequestLimits.from_settings(settings),
+                audits=audits.traffic if audits is not None else None,  # issue 11
             )
             app = create_app(
                 GatewayDeps(
@@ -248,6 +254,7 @@ async def tracker_stack(
                     feed=privacy.content,
                     accounting=accounting,
                     operator=operator,
+                    audits=audits,  # each node's audit record on the dashboard (issue 11)
                 ),
             )
         else:
@@ -276,7 +283,7 @@ async def tracker_stack(
             uploader_auth(accounting.authenticator, accounting.accounts, settings.uploaders()),
             quota_bytes=settings.model_upload_quota_bytes,
         )
-        privacy.install_routes(app)  # after the web UI: its /privacy page wins
+        install_privacy(app, privacy.service)  # after the web UI: its /privacy page wins
         await tracker.start()
         await privacy.start()
         await accounting.start()

@@ -38,3 +38,30 @@ def models_with(registry: Registry, capability: Capability) -> dict[str, int]:
             if getattr(model, capability):
                 counts[model.name] += 1
     return dict(counts)
+
+
+def tool_support(registry: Registry, model: str) -> str:
+    """How ``model`` serves tools on this network: the best any node offers.
+
+    ``native`` (a chat template with tool calls), ``generic`` (JSON-schema-constrained
+    calls, :mod:`lichen.engines.generic_tools`), or ``none``.
+    """
+    formats = set()
+    for conn in registry.serving(model):
+        info = conn.state.model_info(model)
+        if info is not None and info.tools:
+            formats.add(info.tool_format or "native")  # older manifests: a native template
+    for best in ("native", "generic"):
+        if best in formats:
+            return best
+    return "none"
+
+
+def model_capabilities(registry: Registry, model: str) -> dict[str, object]:
+    """What ``/v1/models`` says about ``model``: tool support and per-request context."""
+    contexts = [
+        info.context
+        for conn in registry.serving(model)
+        if (info := conn.state.model_info(model)) is not None
+    ]
+    return {"tools": tool_support(registry, model), "context_length": max(contexts, default=0)}

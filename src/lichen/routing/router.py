@@ -29,6 +29,7 @@ from lichen.engines.base import Delta, EngineEvent, Finish
 from lichen.errors import ErrorCode, LichenError
 from lichen.routing.affinity import PrefixChain
 from lichen.routing.capabilities import supports
+from lichen.routing.context import fits, min_prompt_tokens
 from lichen.routing.scheduler import Scheduler
 from lichen.tracker.job_stream import JobStream
 from lichen.tracker.output import CLIENT_CAUSED
@@ -156,11 +157,14 @@ class Router:
         deadline_s: float,
         prefix: PrefixChain | None = None,
     ) -> JobStream | None:
+        prompt_tokens = min_prompt_tokens(request)
         for conn in self.scheduler.candidates(
             request.model, exclude=tried, privacy_class=request.privacy_class, prefix=prefix
         ):
             if request.params.tools and not supports(conn, request.model, "tools"):
                 continue  # this node's engine for the model cannot take tools
+            if not fits(conn, request.model, prompt_tokens):
+                continue  # this node's per-request context is too small for the prompt
             tried.add(conn.peer_id)
             try:
                 job = await conn.start_job(

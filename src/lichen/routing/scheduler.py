@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from lichen.errors import ErrorCode, LichenError
+from lichen.reputation.book import EwmaReputation, Reputation
 from lichen.routing.affinity import (
     CHARS_PER_TOKEN,
     AffinityTable,
     PrefixChain,
     capacity_blocks,
 )
-from lichen.routing.reputation import EwmaReputation, Reputation
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
 from lichen.wire.messages import GenerationRequest
@@ -35,10 +35,17 @@ MAX_LISTED_MODELS = 20  # an unknown model's 404 names at most this many served 
 STALE_AFTER_S = 5.0  # no frame for this long: not a candidate (the watchdog drops it soon)
 PREFILL_SPEEDUP = 8.0  # prompt tokens/s per decode token/s (batched prefill; CPU, small models)
 DEFAULT_CONTEXT = 4096  # tokens per slot when a manifest does not say
+ANSWER_ALPHA = 0.1  # weight of the newest answer in the typical answer length
+MIN_ANSWER_TOKENS, MAX_ANSWER_TOKENS = 8.0, 4096.0  # bounds on one answer's sample
 
 
 def expected_ttft_s(
-    conn: NodeConnection, model: str, reputation: Reputation | None = None
+    conn: NodeConnection,
+    model: str,
+    reputation: Reputation | None = None,
+    *,
+    answer_tokens: float = TYPICAL_ANSWER_TOKENS,
+    ttft_prior: float = 0.0,
 ) -> float:
     """A cheap estimate of how long a new job on ``conn`` would wait for its first token.
 
@@ -55,8 +62,8 @@ def expected_ttft_s(
     ahead = max(0, busy - slots + 1)
     speed = st.tokens_per_s or DEFAULT_TOKENS_PER_S
     measured = reputation.ttft_s(conn.peer_id) if reputation is not None else None
-    base = (measured or 0.0) * (1.0 + busy / slots)
-    wait = ahead * TYPICAL_ANSWER_TOKENS / speed
+    base = (measured if measured is not None else ttft_prior) * (1.0 + busy / slots)
+    wait = ahead * answer_tokens / speed
     reliability = (st.served + 1) / (st.served + st.failures + 1)
     return (base + wait + 0.001 * busy) / reliability
 
@@ -67,7 +74,9 @@ def _names(names: Sequence[str], limit: int = MAX_LISTED_MODELS) -> str:
     return listed + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def answer_time_s(conn: NodeConnection, model: str) -> float:
+def answer_time_s(
+    conn: NodeConnection, model: str, *, answer_tokens: float = TYPICAL_ANSWER_TOKENS
+) -> float:
     """How long a typical answer takes to generate on ``conn`` once it has started.
 
     Measured speed is what separates an idle 2-thread node from an idle 1-thread
@@ -81,7 +90,7 @@ def answer_time_s(conn: NodeConnection, model: str) -> float:
         return 0.0
     slots = st.slots.get(model, 1)
     busy = st.inflight + st.queue_depth
-    return TYPICAL_ANSWER_TOKENS / st.tokens_per_s * (1.0 + min(busy, slots) / slots)
+    return answer_tokens / st.tokens_per_s * (1.0 + min(busy, slots) / slots)
 
 
 class Scheduler:
@@ -109,6 +118,13 @@ class Scheduler:
         self.alias_of: Callable[[str], str | None] | None = None
         # Prefix affinity (which node was sent which prompt prefix, as hashes); None: off.
         self.affinity: AffinityTable | None = AffinityTable()
+        # Jobs per slot a node may be sent beyond its slots; a node past that is no
+        # candidate, so when every node is, a request is refused at once (503 with
+        # Retry-After) instead of queueing. None: the nodes' own bounded queues decide.
+        self.queue_per_slot: float | None = None
+        # How long answers on this network are (an EWMA of answered tokens): what a job
+        # ahead in a queue costs, and what a new job costs on a node.
+        self.answer_tokens = float(TYPICAL_ANSWER_TOKENS)
 
     def resolve_model(self, requested: str) -> str:
         """Map ``auto`` to the model most nodes serve; check the others exist."""
@@ -154,25 +170,44 @@ class Scheduler:
             param="model",
         )
 
-    def score(self, conn: NodeConnection, model: str) -> float:
+    def score(self, conn: NodeConnection, model: str, ttft_prior: float = 0.0) -> float:
         """Lower is better: the expected time to a whole answer (TTFT plus generating a
         typical answer at the node's measured speed) inflated by distrust, plus the
         expected cost of a failure (a failover or resume) weighted by how likely
-        reputation says one is."""
+        reputation says one is. ``ttft_prior``: the TTFT assumed for a node not measured
+        yet (candidates() passes the median of the measured ones)."""
         trust = self.reputation.score(conn.peer_id)
-        expected = expected_ttft_s(conn, model, self.reputation) + answer_time_s(conn, model)
+        tokens = self.answer_tokens
+        expected = expected_ttft_s(
+            conn, model, self.reputation, answer_tokens=tokens, ttft_prior=ttft_prior
+        ) + answer_time_s(conn, model, answer_tokens=tokens)
         return expected / trust + (1.0 - trust) * FAILURE_COST_S
 
     def saved_prefill_s(self, conn: NodeConnection, prefix: PrefixChain | None) -> float:
         """Prompt processing ``conn`` likely skips because its KV cache still holds the
-        longest prefix of ``prefix`` that it was sent (0 with affinity off)."""
+        longest prefix of ``prefix`` that it was sent (0 with affinity off).
+
+        Two parts: the held characters at an estimated prefill speed, and the same share
+        of the node's measured TTFT. That TTFT is an average of raw seconds, mostly the
+        prompt processing of whatever it was sent (a long prompt read cold makes it
+        large), so without the second part the node that read a long session's prompt
+        would lose its next turn to a never-measured node, which would read it all again.
+        """
         if self.affinity is None or not prefix:
             return 0.0
         chars = self.affinity.matched_chars(conn.peer_id, prefix)
         if not chars:
             return 0.0
-        speed = (conn.state.tokens_per_s or DEFAULT_TOKENS_PER_S) * PREFILL_SPEEDUP
-        return chars / CHARS_PER_TOKEN / speed
+        st = conn.state
+        speed = (st.tokens_per_s or DEFAULT_TOKENS_PER_S) * PREFILL_SPEEDUP
+        held = min(1.0, chars / max(1, prefix.chars[-1]))
+        slots = max(1, max(st.slots.values(), default=1))
+        measured = (self.reputation.ttft_s(conn.peer_id) or 0.0) * (
+            1.0 + (st.inflight + st.queue_depth) / slots
+        )  # as score() counts it
+        # In the units of score(): expected seconds inflated by distrust.
+        trust = self.reputation.score(conn.peer_id)
+        return (chars / CHARS_PER_TOKEN / speed + held * measured) / trust
 
     def prefix_chain(self, request: GenerationRequest) -> PrefixChain | None:
         """The request's prompt as a hash chain for affinity (None with affinity off)."""
@@ -189,8 +224,12 @@ class Scheduler:
 
     def remember_answer(self, peer_id: str, request: GenerationRequest, answer: str) -> None:
         """``peer_id`` answered ``request`` with ``answer``: its KV cache holds both, which
-        is how the conversation's next turn starts."""
-        if self.affinity is not None and answer:
+        is how the conversation's next turn starts. Its length updates the typical one."""
+        if not answer:  # e.g. only tool calls: says nothing about answer lengths
+            return
+        sample = min(MAX_ANSWER_TOKENS, max(MIN_ANSWER_TOKENS, len(answer) / CHARS_PER_TOKEN))
+        self.answer_tokens += ANSWER_ALPHA * (sample - self.answer_tokens)
+        if self.affinity is not None:
             self.affinity.remember(peer_id, self.affinity.chain(request, answer))
 
     def candidates(
@@ -226,15 +265,31 @@ class Scheduler:
             and c.state.last_seen >= fresh_after
             and c.peer_id not in skip
             and not (self.blocked is not None and self.blocked(c.peer_id))
+            and not self.full(c, model)
         ]
+        # A node whose TTFT was not measured yet is assumed to answer like the typical
+        # measured one, not instantly: else a busy unmeasured node beat an idle measured
+        # one. New nodes still get tried first: an unmeasured speed costs nothing.
+        ttfts = sorted(
+            t for t in (self.reputation.ttft_s(c.peer_id) for c in healthy) if t is not None
+        )
+        prior = ttfts[len(ttfts) // 2] if ttfts else 0.0
         # Ties (e.g. idle nodes with no history) go to the node used least recently.
         return sorted(
             healthy,
             key=lambda c: (
-                self.score(c, model) - self.saved_prefill_s(c, prefix),
+                self.score(c, model, prior) - self.saved_prefill_s(c, prefix),
                 c.state.last_job,
             ),
         )
+
+    def full(self, conn: NodeConnection, model: str) -> bool:
+        """``conn`` already runs its slots plus ``queue_per_slot`` jobs a slot (never with
+        ``queue_per_slot`` unset)."""
+        if self.queue_per_slot is None:
+            return False
+        slots = conn.state.slots.get(model, 1)
+        return conn.state.inflight >= slots * (1.0 + self.queue_per_slot)
 
     def _sample(self, servers: Sequence[NodeConnection]) -> list[NodeConnection]:
         """All of ``servers`` if few, else about ``sample_size`` of them at random.

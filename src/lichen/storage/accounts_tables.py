@@ -1,4 +1,6 @@
-"""Tables of accounts, API keys, sessions, usage, the credit ledger and node reputation.
+"""Tables of accounts, API keys, sessions and usage (the credit ledger's are in
+:mod:`lichen.storage.ledger_tables`, node reputation's in
+:mod:`lichen.storage.reputation_tables`; all three share the ``accounts`` migration).
 
 A feature module of :mod:`lichen.storage.tables` (which imports it, so every table
 here is part of ``Base.metadata``); the migration is
@@ -20,15 +22,12 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    Float,
     ForeignKey,
-    Integer,
-    LargeBinary,
     String,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lichen.storage.tables import MODEL_NAME_MAX, PEER_ID_MAX, REQUEST_METADATA, Base, BigIntId
+from lichen.storage.tables import MODEL_NAME_MAX, REQUEST_METADATA, Base, BigIntId
 
 ACCOUNT_DATA = "account"
 API_KEY_DATA = "api_key"
@@ -43,11 +42,12 @@ DIGEST_MAX = 64  # hex SHA-256
 LEDGER_ACCOUNT_MAX = 100  # "user:<id>", "owner:<hex key>", "system:issuance"
 
 
-def _data_class(value: str) -> Mapped[str]:
+def data_class_column(value: str) -> Mapped[str]:
+    """The ``data_class`` column of a table that holds only ``value``."""
     return mapped_column(String(32), default=value, server_default=value)
 
 
-def _data_class_check(value: str) -> CheckConstraint:
+def data_class_check(value: str) -> CheckConstraint:
     return CheckConstraint(f"data_class = '{value}'", name="data_class")
 
 
@@ -55,7 +55,7 @@ class AccountRow(Base):
     """A person's account. Soft-deleted rows keep ``purge_after_ms`` until the sweeper runs."""
 
     __tablename__ = "account"
-    __table_args__ = (_data_class_check(ACCOUNT_DATA),)
+    __table_args__ = (data_class_check(ACCOUNT_DATA),)
 
     id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
     username: Mapped[str] = mapped_column(String(USERNAME_MAX), unique=True)  # lower case
@@ -64,14 +64,14 @@ class AccountRow(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     deleted_ms: Mapped[int | None] = mapped_column(BigInteger)  # soft delete time
     purge_after_ms: Mapped[int | None] = mapped_column(BigInteger, index=True)
-    data_class: Mapped[str] = _data_class(ACCOUNT_DATA)
+    data_class: Mapped[str] = data_class_column(ACCOUNT_DATA)
 
 
 class ApiKeyRow(Base):
     """An API key: only its SHA-256 digest and a short visible prefix are kept."""
 
     __tablename__ = "api_key"
-    __table_args__ = (_data_class_check(API_KEY_DATA),)
+    __table_args__ = (data_class_check(API_KEY_DATA),)
 
     id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
     account_id: Mapped[str] = mapped_column(
@@ -84,14 +84,14 @@ class ApiKeyRow(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     last_used_ms: Mapped[int | None] = mapped_column(BigInteger)
     revoked_ms: Mapped[int | None] = mapped_column(BigInteger)
-    data_class: Mapped[str] = _data_class(API_KEY_DATA)
+    data_class: Mapped[str] = data_class_column(API_KEY_DATA)
 
 
 class SessionFamilyRow(Base):
     """One login: every access and refresh token rotated from it shares the family."""
 
     __tablename__ = "session_family"
-    __table_args__ = (_data_class_check(SESSION_TOKEN_DATA),)
+    __table_args__ = (data_class_check(SESSION_TOKEN_DATA),)
 
     id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
     account_id: Mapped[str] = mapped_column(
@@ -99,7 +99,7 @@ class SessionFamilyRow(Base):
     )
     created_ms: Mapped[int] = mapped_column(BigInteger)
     revoked_ms: Mapped[int | None] = mapped_column(BigInteger)  # logout or refresh reuse
-    data_class: Mapped[str] = _data_class(SESSION_TOKEN_DATA)
+    data_class: Mapped[str] = data_class_column(SESSION_TOKEN_DATA)
 
 
 class SessionTokenRow(Base):
@@ -108,7 +108,7 @@ class SessionTokenRow(Base):
     __tablename__ = "session_token"
     __table_args__ = (
         CheckConstraint("kind IN ('access', 'refresh')", name="kind"),
-        _data_class_check(SESSION_TOKEN_DATA),
+        data_class_check(SESSION_TOKEN_DATA),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -120,14 +120,14 @@ class SessionTokenRow(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     expires_ms: Mapped[int] = mapped_column(BigInteger, index=True)
     used_ms: Mapped[int | None] = mapped_column(BigInteger)  # refresh: when it was rotated
-    data_class: Mapped[str] = _data_class(SESSION_TOKEN_DATA)
+    data_class: Mapped[str] = data_class_column(SESSION_TOKEN_DATA)
 
 
 class AccountUsageRow(Base):
     """Daily totals per account and model (metadata only)."""
 
     __tablename__ = "account_usage"
-    __table_args__ = (_data_class_check(REQUEST_METADATA),)
+    __table_args__ = (data_class_check(REQUEST_METADATA),)
 
     account_id: Mapped[str] = mapped_column(
         ForeignKey("account.id", ondelete="CASCADE"), primary_key=True
@@ -139,121 +139,7 @@ class AccountUsageRow(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger)
     credits: Mapped[int] = mapped_column(BigInteger)  # micro-credits charged
     created_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # first request of the day
-    data_class: Mapped[str] = _data_class(REQUEST_METADATA)
-
-
-class LedgerReceiptRow(Base):
-    """A settled receipt: the node-signed bytes and the gateway's countersignature."""
-
-    __tablename__ = "ledger_receipt"
-    __table_args__ = (_data_class_check(RECEIPT_DATA),)
-
-    receipt_hash: Mapped[str] = mapped_column(String(DIGEST_MAX), primary_key=True)
-    job_id: Mapped[str] = mapped_column(String(64), unique=True)
-    node_peer_id: Mapped[str] = mapped_column(String(PEER_ID_MAX), index=True)
-    consumer: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX))
-    payee: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX))
-    model: Mapped[str] = mapped_column(String(MODEL_NAME_MAX))
-    prompt_tokens: Mapped[int] = mapped_column(Integer)
-    completion_tokens: Mapped[int] = mapped_column(Integer)
-    amount: Mapped[int] = mapped_column(BigInteger)  # micro-credits
-    body: Mapped[bytes] = mapped_column(LargeBinary)  # msgpack Receipt, node-signed
-    countersignature: Mapped[bytes] = mapped_column(LargeBinary)
-    signer_key: Mapped[bytes] = mapped_column(LargeBinary)  # network public key that countersigned
-    recorded_ms: Mapped[int] = mapped_column(BigInteger)  # not created_ms: never swept
-    data_class: Mapped[str] = _data_class(RECEIPT_DATA)
-
-
-class LedgerJournalRow(Base):
-    """One double-entry journal line, hash-chained to the previous one and signed."""
-
-    __tablename__ = "ledger_journal"
-    __table_args__ = (
-        CheckConstraint("kind IN ('grant', 'settle', 'hold', 'release', 'forfeit')", name="kind"),
-        CheckConstraint("amount >= 0", name="amount"),
-        _data_class_check(RECEIPT_DATA),
-    )
-
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    prev_hash: Mapped[str] = mapped_column(String(DIGEST_MAX))
-    entry_hash: Mapped[str] = mapped_column(String(DIGEST_MAX), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    debit: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX), index=True)
-    credit: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX), index=True)
-    amount: Mapped[int] = mapped_column(BigInteger)  # micro-credits
-    # A receipt's hold and its release (or forfeit) share it (migration 0003_escrow).
-    receipt_hash: Mapped[str | None] = mapped_column(String(DIGEST_MAX), index=True)
-    memo: Mapped[str] = mapped_column(String(500))  # grant/forfeit reason; hold: "due_ms=<ms>"
-    recorded_ms: Mapped[int] = mapped_column(BigInteger)  # not created_ms: never swept
-    signer_key: Mapped[bytes] = mapped_column(LargeBinary)
-    signature: Mapped[bytes] = mapped_column(LargeBinary)
-    data_class: Mapped[str] = _data_class(RECEIPT_DATA)
-
-
-class LedgerBalanceRow(Base):
-    """Balance per ledger account; a cache of the journal that ``ledger verify`` re-derives."""
-
-    __tablename__ = "ledger_balance"
-    __table_args__ = (_data_class_check(RECEIPT_DATA),)
-
-    account: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX), primary_key=True)
-    balance: Mapped[int] = mapped_column(BigInteger)  # micro-credits
-    data_class: Mapped[str] = _data_class(RECEIPT_DATA)
-
-
-class LedgerHeadRow(Base):
-    """The single row every append locks: the newest sequence number and hash."""
-
-    __tablename__ = "ledger_head"
-    __table_args__ = (_data_class_check(RECEIPT_DATA),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
-    seq: Mapped[int] = mapped_column(BigInteger)
-    entry_hash: Mapped[str] = mapped_column(String(DIGEST_MAX))
-    data_class: Mapped[str] = _data_class(RECEIPT_DATA)
-
-
-class LedgerEscrowRow(Base):
-    """A held settlement: credits in ``system:escrow`` until its audit window closes.
-
-    An index of the journal's hold/release/forfeit entries (migration
-    ``0003_escrow``); ``lichen ledger verify`` re-derives every row from the journal.
-    """
-
-    __tablename__ = "ledger_escrow"
-    __table_args__ = (
-        CheckConstraint("state IN ('pending', 'released', 'forfeited')", name="state"),
-        _data_class_check(RECEIPT_DATA),
-    )
-
-    receipt_hash: Mapped[str] = mapped_column(String(DIGEST_MAX), primary_key=True)
-    node_peer_id: Mapped[str] = mapped_column(String(PEER_ID_MAX), index=True)
-    payer: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX))
-    payee: Mapped[str] = mapped_column(String(LEDGER_ACCOUNT_MAX), index=True)
-    amount: Mapped[int] = mapped_column(BigInteger)  # micro-credits
-    hold_seq: Mapped[int] = mapped_column(BigInteger)  # the journal's hold entry
-    due_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # audit window closes
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    closed_seq: Mapped[int | None] = mapped_column(BigInteger)  # release or forfeit entry
-    recorded_ms: Mapped[int] = mapped_column(BigInteger)  # not created_ms: never swept
-    data_class: Mapped[str] = _data_class(RECEIPT_DATA)
-
-
-class NodeReputationRow(Base):
-    """Persisted reputation of one node: data about the node, never about its users."""
-
-    __tablename__ = "node_reputation"
-    __table_args__ = (_data_class_check(NODE_MANIFEST_DATA),)
-
-    peer_id: Mapped[str] = mapped_column(String(PEER_ID_MAX), primary_key=True)
-    success: Mapped[float] = mapped_column(Float)  # decayed success rate, 0..1
-    ttft_s: Mapped[float | None] = mapped_column(Float)  # EWMA time to first token
-    latency_s: Mapped[float | None] = mapped_column(Float)  # EWMA whole-answer latency
-    volume: Mapped[float] = mapped_column(Float)  # decayed tokens served
-    jobs: Mapped[int] = mapped_column(BigInteger)  # all-time successes
-    failures: Mapped[int] = mapped_column(BigInteger)  # all-time failures
-    updated_ms: Mapped[int] = mapped_column(BigInteger)
-    data_class: Mapped[str] = _data_class(NODE_MANIFEST_DATA)
+    data_class: Mapped[str] = data_class_column(REQUEST_METADATA)
 
 
 ACCOUNTS_DATA_CLASS: dict[str, str] = {
@@ -262,10 +148,4 @@ ACCOUNTS_DATA_CLASS: dict[str, str] = {
     SessionFamilyRow.__tablename__: SESSION_TOKEN_DATA,
     SessionTokenRow.__tablename__: SESSION_TOKEN_DATA,
     AccountUsageRow.__tablename__: REQUEST_METADATA,
-    LedgerReceiptRow.__tablename__: RECEIPT_DATA,
-    LedgerJournalRow.__tablename__: RECEIPT_DATA,
-    LedgerBalanceRow.__tablename__: RECEIPT_DATA,
-    LedgerHeadRow.__tablename__: RECEIPT_DATA,
-    LedgerEscrowRow.__tablename__: RECEIPT_DATA,
-    NodeReputationRow.__tablename__: NODE_MANIFEST_DATA,
 }

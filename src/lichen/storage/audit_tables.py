@@ -17,6 +17,8 @@ from lichen.storage.tables import MODEL_NAME_MAX, PEER_ID_MAX, Base, BigIntId
 
 AUDIT_DATA = "node_manifest"
 EVIDENCE_MAX = 4000  # characters of JSON evidence per row
+RELEASE_BY_MAX = 100  # characters of the releasing operator's name
+RELEASE_REASON_MAX = 500  # characters of the reason given for a release
 
 
 class AuditRow(Base):
@@ -43,4 +45,25 @@ class AuditRow(Base):
     data_class: Mapped[str] = mapped_column(String(32), default=AUDIT_DATA)
 
 
-AUDIT_DATA_CLASS: dict[str, str] = {AuditRow.__tablename__: AUDIT_DATA}
+class AuditReleaseRow(Base):
+    """The operator lifted a node's audit quarantine (``lichen network audits PEER --release``).
+
+    Migration ``0003_audit_release``. The audits before it stay in ``audit_records``;
+    a running tracker reads new rows here within ``membership_poll_s``.
+    """
+
+    __tablename__ = "audit_releases"
+    __table_args__ = (CheckConstraint(f"data_class = '{AUDIT_DATA}'", name="data_class"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    peer_id: Mapped[str] = mapped_column(String(PEER_ID_MAX), index=True)
+    released_by: Mapped[str] = mapped_column(String(RELEASE_BY_MAX))  # the operator's user name
+    reason: Mapped[str] = mapped_column(String(RELEASE_REASON_MAX))
+    data_class: Mapped[str] = mapped_column(String(32), default=AUDIT_DATA)
+
+
+AUDIT_DATA_CLASS: dict[str, str] = {
+    AuditRow.__tablename__: AUDIT_DATA,
+    AuditReleaseRow.__tablename__: AUDIT_DATA,
+}

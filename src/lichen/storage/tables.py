@@ -193,6 +193,11 @@ from lichen.storage import accounts_tables  # noqa: E402
 
 TABLE_DATA_CLASS.update(accounts_tables.ACCOUNTS_DATA_CLASS)
 
+from lichen.storage import ledger_tables, reputation_tables  # noqa: E402
+
+TABLE_DATA_CLASS.update(ledger_tables.LEDGER_DATA_CLASS)
+TABLE_DATA_CLASS.update(reputation_tables.REPUTATION_DATA_CLASS)
+
 from lichen.storage import models_tables  # noqa: E402
 
 TABLE_DATA_CLASS.update(models_tables.MODELS_DATA_CLASS)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.certs import DeviceCertificate
-
-OWNER_TRUST = "owner"
+from lichen.identity.trust import TrustLevel
 
 
 class OwnerAdmission:
@@ -22,4 +21,4 @@ class OwnerAdmission:
             raise LichenError(
                 ErrorCode.IDENTITY_UNKNOWN, "this tracker only admits its operator's own nodes"
             )
-        return OWNER_TRUST
+        return TrustLevel.OWNER

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
 
-from lichen.gateway.operator import OperatorGate
-from lichen.routing.reputation import Reputation
+from lichen.http.operator import OperatorGate
+from lichen.reputation.book import Reputation
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.service import NODE_PATH, TrackerService
 

@@ -24,19 +24,19 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Literal
 
+from lichen.clock import now_ms
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.certs import DeviceCertificate
 from lichen.identity.invites import check_invite, parse_invite
 from lichen.identity.signing import peer_id
-from lichen.identity.store import now_ms
+from lichen.identity.trust import TrustLevel
+from lichen.periodic import Periodic
 from lichen.storage.membership import MemberRecord, MembershipRepository, MemberStatus
 
 log = logging.getLogger(__name__)
 
 NetworkMode = Literal["private", "public"]
 NODE_ROLE = "node"
-OWNER_TRUST = "owner"
-COMMUNITY_TRUST = "community"
 
 
 class AdmissionLimiter:
@@ -107,9 +107,14 @@ class SeenBuffer:
 
     async def run(self) -> None:
         """Flush every ``flush_s`` until cancelled (then call :meth:`flush` once more)."""
-        while True:
-            await asyncio.sleep(self.flush_s)
-            await self.flush()
+        await Periodic(
+            "last-seen-writer",
+            self.flush,
+            self.flush_s,
+            log=log,
+            failure="could not record last-seen times",
+            delay_first=True,
+        ).run()
 
 
 def remote_ip(remote: str) -> str:
@@ -201,12 +206,12 @@ class InviteAdmission:
     async def _register(
         self, pid: str, cert: DeviceCertificate, token: str, remote: str, now: int
     ) -> MemberRecord:
-        trust = COMMUNITY_TRUST
+        trust = TrustLevel.COMMUNITY
         status: MemberStatus = "approved"
         invite_id: str | None = None
         ip = remote_ip(remote)
         if self.owner_account is not None and cert.account_key == self.owner_account:
-            trust = OWNER_TRUST
+            trust = TrustLevel.OWNER
         elif token:
             invite = parse_invite(token)
             check_invite(invite, expected_network_key=self.network_key, now_ms=now)
@@ -236,7 +241,7 @@ class InviteAdmission:
             ),
             now_ms=now,
         )
-        if invite_id is None and trust != OWNER_TRUST:
+        if invite_id is None and trust != TrustLevel.OWNER:
             self.limiter.note(ip)
         log.info(
             "registered node %s (%s) as %s, %s%s",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +20,9 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lichen.clock import now_ms
 from lichen.errors import LichenError
-from lichen.gateway.operator import OperatorGate
+from lichen.http.operator import OperatorGate
 from lichen.identity.signing import public_raw
 from lichen.models.admin import entry_model
 from lichen.models.cache import ModelCache
@@ -33,7 +33,7 @@ from lichen.models.network_catalog import NetworkCatalog
 from lichen.models.sources import source_to_json
 from lichen.models.swarm import LINK_PATH, SwarmHub
 from lichen.models.wheel import WheelDownloader, pip_download
-from lichen.routing.reputation import Reputation
+from lichen.reputation.book import Reputation
 from lichen.transport.handshake import Admission
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class ModelService:
     async def document(self) -> CatalogDocument:
         return CatalogDocument(
             network_key=public_raw(self.network_key).hex(),
-            issued_ms=int(time.time() * 1000),
+            issued_ms=now_ms(),
             models=await self.catalog.list(),
         )
 

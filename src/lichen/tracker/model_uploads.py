@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lichen.accounts.principal import SCOPE_ACCOUNT
 from lichen.accounts.service import AccountService
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.auth import Authenticator
+from lichen.http.auth import Authenticator
 from lichen.models.catalog_sign import CatalogModel, check_model, safe_filename
 from lichen.models.chunks import CHUNK_SIZE, MAX_CHUNKS, ChunkList, chunk_sha, is_sha256
 from lichen.models.network_catalog import UPLOAD_SOURCE, Upload

@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any
 
-from lichen.errors import ErrorCode, LichenError
+from lichen.errors import ErrorCode, LichenError, parse_code
 from lichen.wire.messages import (
     EmbeddingRequest,
     EmbedResult,
@@ -54,10 +54,9 @@ def node_error(code: str, message: str) -> LichenError:
     other code (``insufficient_quota``, ``invalid_api_key``, an unknown string) is a
     node claiming something it cannot know, so it becomes the node's ENGINE_ERROR.
     """
-    try:
-        parsed = ErrorCode(code)
-    except ValueError:
-        return LichenError(ErrorCode.ENGINE_ERROR, message or "the node's engine failed")
+    parsed = parse_code(code, unknown=ErrorCode.ENGINE_ERROR)
+    if parsed is ErrorCode.ENGINE_ERROR:  # the engine's own failure, or a made-up code
+        return LichenError(parsed, message or "the node's engine failed")
     if parsed is ErrorCode.MODEL_NOT_FOUND:  # it advertised the model in its manifest
         return LichenError(ErrorCode.NODE_FAILED, "the node does not serve a model it advertised")
     if parsed in CLIENT_CAUSED or parsed in NODE_CAUSED or parsed is ErrorCode.NO_CAPACITY:

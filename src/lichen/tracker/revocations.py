@@ -10,12 +10,12 @@ on the tracker.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from lichen.clock import now_ms
 from lichen.errors import ErrorCode, LichenError
-from lichen.identity.store import now_ms
+from lichen.periodic import Periodic
 from lichen.storage.membership import MembershipRepository
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,12 @@ class RevocationWatcher:
         return dropped
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_s)
-            try:
-                await self.poll_once()
-            except Exception as exc:  # a locked or unreachable DB must not stop the watcher
-                log.warning("could not read revocations: %s", type(exc).__name__)
+        """Poll every ``poll_s`` until cancelled; a locked or unreachable DB is retried."""
+        await Periodic(
+            "revocation-watcher",
+            self.poll_once,
+            self.poll_s,
+            log=log,
+            failure="could not read revocations",
+            delay_first=True,
+        ).run()

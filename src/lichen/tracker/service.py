@@ -17,8 +17,9 @@ from starlette.websockets import WebSocket
 
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.certs import DeviceCertificate
-from lichen.identity.handshake import ReplayGuard
+from lichen.identity.handshake_crypto import ReplayGuard
 from lichen.identity.signing import peer_id as peer_id_of
+from lichen.periodic import Periodic
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
 from lichen.transport.handshake import Admission, Peer, server_handshake
@@ -108,17 +109,23 @@ class TrackerService:
         self._door = _OneLinkPerIdentity(
             admission, self.registry, stale_after_s=heartbeat_s * 1.5 + 0.5
         )
-        self._watchdog: asyncio.Task[None] | None = None
+        self._watchdog: Periodic | None = None
         self._changed = asyncio.Event()
 
     async def start(self) -> None:
-        self._watchdog = asyncio.create_task(self._watch(), name="tracker-watchdog")
+        self._watchdog = Periodic(
+            "tracker-watchdog",
+            self._drop_silent,
+            self.heartbeat_s / 2,
+            log=log,
+            failure="heartbeat watchdog round failed",
+            delay_first=True,
+        )
+        self._watchdog.start()
 
     async def stop(self) -> None:
         if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+            await self._watchdog.stop()
         for conn in self.registry:
             await conn.link.close(1001, "tracker shutting down")
 
@@ -209,15 +216,13 @@ class TrackerService:
     async def _notify(self, _conn: NodeConnection) -> None:
         self._changed.set()
 
-    async def _watch(self) -> None:
+    async def _drop_silent(self) -> None:
         """Close links whose heartbeats stopped; the reader then unregisters them."""
-        while True:
-            await asyncio.sleep(self.heartbeat_s / 2)
-            now = time.monotonic()
-            for conn in self.registry:
-                if now - conn.state.last_seen > self.dead_after_s:
-                    log.warning("node %s missed its heartbeats; dropping it", conn.peer_id)
-                    self.registry.remove(conn)
-                    conn.lost()  # its jobs fail over now, not when the socket finally closes
-                    self._changed.set()
-                    await conn.link.close(1001, "heartbeat timeout")
+        now = time.monotonic()
+        for conn in self.registry:
+            if now - conn.state.last_seen > self.dead_after_s:
+                log.warning("node %s missed its heartbeats; dropping it", conn.peer_id)
+                self.registry.remove(conn)
+                conn.lost()  # its jobs fail over now, not when the socket finally closes
+                self._changed.set()
+                await conn.link.close(1001, "heartbeat timeout")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ from typing import Protocol, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lichen import __version__
-from lichen.errors import ErrorCode, LichenError
-from lichen.identity import handshake as hs
+from lichen.clock import now_ms
+from lichen.errors import ErrorCode, LichenError, parse_code
+from lichen.identity import handshake_crypto as hs
 from lichen.identity.certs import DeviceCertificate, verify_device_certificate
 from lichen.identity.signing import peer_id, public_raw
 from lichen.transport.link import Link, send_error
@@ -35,10 +35,6 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -61,19 +57,12 @@ class Admission(Protocol):
 async def _expect(link: Link, kind: type[T]) -> T:
     msg = await asyncio.wait_for(link.recv(), HANDSHAKE_TIMEOUT_S)
     if isinstance(msg, Error):
-        raise LichenError(_code(msg.code), msg.message)
+        raise LichenError(parse_code(msg.code, unknown=ErrorCode.HANDSHAKE_FAILED), msg.message)
     if not isinstance(msg, kind):
         raise LichenError(
             ErrorCode.PROTOCOL_ERROR, f"expected {kind.__name__}, got {type(msg).__name__}"
         )
     return msg
-
-
-def _code(value: str) -> ErrorCode:
-    try:
-        return ErrorCode(value)
-    except ValueError:
-        return ErrorCode.HANDSHAKE_FAILED
 
 
 async def client_handshake(

@@ -18,12 +18,12 @@ from starlette.responses import RedirectResponse, Response
 from lichen.accounts.passwords import PASSWORD_MIN
 from lichen.accounts.principal import SCOPE_ACCOUNT, SCOPE_INFERENCE
 from lichen.accounts.service import DELETION_GRACE_S, Account
-from lichen.gateway.session_cookies import SESSION_COOKIE
+from lichen.http.session_cookies import SESSION_COOKIE
 from lichen.ledger.names import owner_account
 from lichen.ledger.pricing import format_credits
 
 if TYPE_CHECKING:
-    from lichen.gateway.accounting import Accounting
+    from lichen.gateway.services import GatewayServices
     from lichen.web.pages import WebUI
 
 USAGE_DAYS = 30
@@ -61,7 +61,7 @@ def safe_next(value: str | None) -> str:
 
 
 class AccountPages:
-    def __init__(self, accounting: Accounting, ui: WebUI) -> None:
+    def __init__(self, accounting: GatewayServices, ui: WebUI) -> None:
         self.acc = accounting
         self.ui = ui
 

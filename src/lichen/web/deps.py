@@ -6,10 +6,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lichen.gateway.accounting import Accounting
-from lichen.gateway.operator import OperatorGate
-from lichen.routing.reputation import Reputation
+from lichen.gateway.services import GatewayServices
+from lichen.http.operator import OperatorGate
+from lichen.reputation.book import Reputation
 from lichen.storage.repositories import RequestLogRepository
+from lichen.tracker.api import AuditRecords
 from lichen.tracker.registry import Registry
 from lichen.web.policy_view import FeedSource, NeutralPolicy, PolicyView
 from lichen.web.telemetry import FileTelemetrySetting, TelemetrySetting
@@ -27,8 +28,9 @@ class WebDeps:
     policy: PolicyView = field(default_factory=NeutralPolicy)
     reputation: Reputation | None = None  # the scheduler's view of each node
     feed: FeedSource | None = None  # public posts, on networks whose policy has a feed
-    accounting: Accounting | None = None  # accounts, sessions, keys, usage, ledger
+    accounting: GatewayServices | None = None  # accounts, sessions, keys, usage, ledger
     operator: OperatorGate | None = None  # guards /ui/api/node (an operator surface)
+    audits: AuditRecords | None = None  # each node's audit record (issue 11), when on
 
     def __post_init__(self) -> None:
         if self.telemetry is None:

@@ -6,12 +6,12 @@ data renders the first page and answers the dashboard's 2-second polls.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from lichen.routing.reputation import Reputation
+from lichen import clock
+from lichen.reputation.book import Reputation
 from lichen.storage.repositories import RequestLogRepository
-from lichen.tracker.api import describe_node
+from lichen.tracker.api import AuditRecords, describe_node
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
 from lichen.wire.messages import Hardware
@@ -49,9 +49,37 @@ def shown_reputation(conn: NodeConnection, reputation: Reputation | None = None)
     return st.served / done if done else 1.0
 
 
-def node_row(conn: NodeConnection, reputation: Reputation | None = None) -> dict[str, Any]:
+def audit_view(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A node's audit record as the dashboard shows it: counts, quarantine, and the kinds
+    and details of its latest failure (never token text). None: never audited."""
+    if record is None:
+        return None
+    failure = record.get("last_failure")
+    return {
+        "audits": record["audits"],
+        "failed": record["failed"],
+        "quarantined": record["quarantined"],
+        "last_failure": (
+            {
+                "created_ms": failure["created_ms"],
+                "findings": [
+                    {"kind": f["kind"], "detail": f["detail"]} for f in failure["findings"]
+                ],
+            }
+            if failure
+            else None
+        ),
+    }
+
+
+def node_row(
+    conn: NodeConnection,
+    reputation: Reputation | None = None,
+    audits: AuditRecords | None = None,
+) -> dict[str, Any]:
     """``describe_node``'s JSON (as ``/v1/network`` shows it) plus what the dashboard draws."""
     row = describe_node(conn, reputation)
+    row["audit"] = audit_view(audits.record_of(conn.peer_id)) if audits is not None else None
     slots = sum(conn.state.slots.values()) or 1
     row["reputation"] = round(shown_reputation(conn, reputation), 3)
     row.update(
@@ -64,8 +92,12 @@ def node_row(conn: NodeConnection, reputation: Reputation | None = None) -> dict
     return row
 
 
-def nodes(registry: Registry, reputation: Reputation | None = None) -> list[dict[str, Any]]:
-    rows = [node_row(conn, reputation) for conn in registry]
+def nodes(
+    registry: Registry,
+    reputation: Reputation | None = None,
+    audits: AuditRecords | None = None,
+) -> list[dict[str, Any]]:
+    rows = [node_row(conn, reputation, audits) for conn in registry]
     return sorted(rows, key=lambda row: (row["name"], row["peer_id"]))
 
 
@@ -93,13 +125,15 @@ async def snapshot(
     registry: Registry,
     repo: RequestLogRepository | None,
     reputation: Reputation | None = None,
+    audits: AuditRecords | None = None,
 ) -> dict[str, Any]:
-    now_ms = int(time.time() * 1000)
-    node_list = nodes(registry, reputation)
+    now_ms = clock.now_ms()
+    node_list = nodes(registry, reputation, audits)
     return {
         "generated_ms": now_ms,
         "nodes": node_list,
         "models": models(registry),
         "requests": await request_rates(repo, now_ms),
         "tokens_per_s": round(sum(n["tokens_per_s"] for n in node_list), 1),
+        "audits_on": audits is not None,  # the tracker audits nodes (issue 11)
     }

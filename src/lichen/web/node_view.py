@@ -7,7 +7,7 @@ from typing import Any
 
 from lichen.tracker.api import node_state
 from lichen.web.deps import WebDeps
-from lichen.web.network_view import hardware_text, shown_reputation
+from lichen.web.network_view import audit_view, hardware_text, shown_reputation
 
 
 async def node_info(deps: WebDeps) -> dict[str, Any] | None:
@@ -40,6 +40,8 @@ async def node_info(deps: WebDeps) -> dict[str, Any] | None:
         "completion_tokens": 0,
         "tokens": 0,
     }
+    info["audits_on"] = deps.audits is not None  # the tracker audits nodes (issue 11)
+    info["audit"] = audit_view(deps.audits.record_of(peer_id)) if deps.audits else None
     if deps.requests is not None:
         stats = await deps.requests.node_stats(peer_id)
         info.update(

@@ -15,13 +15,15 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from lichen.errors import ErrorCode, LichenError
 from lichen.gateway.origin import is_local_request
-from lichen.web import csrf
+from lichen.http import csrf
+from lichen.identity.trust import TrustLevel
+from lichen.privacy.document import PrivacyClass
 from lichen.web.account_pages import AccountPages, User
 from lichen.web.deps import WebDeps
 from lichen.web.forms import checked, read_fields
 from lichen.web.network_view import HISTORY_MINUTES, models, snapshot
 from lichen.web.node_view import node_info
-from lichen.web.policy_view import PolicyView, PrivacyClass
+from lichen.web.policy_view import PolicyView
 from lichen.web.templating import SECURITY_HEADERS, NavItem, Renderer, datetime_ms
 
 AUTO_MODEL = "auto"
@@ -38,17 +40,11 @@ def telemetry_help(policy: PolicyView) -> str:
     return TELEMETRY_HELP
 
 
-def is_local(request: Request) -> bool:
-    """Whether the browser runs on this machine (the operator's own pages): a loopback
-    client that named this machine by a loopback name (never a DNS-rebinding page)."""
-    return is_local_request(request)
-
-
 # Trust levels in the words of someone who has never run a node.
-TRUST_WORDS = {
-    "owner": "the network operator's own computers",
-    "trusted": "computers the operator vouches for",
-    "community": "volunteers' computers that joined the network",
+TRUST_WORDS: dict[str, str] = {
+    TrustLevel.OWNER: "the network operator's own computers",
+    TrustLevel.TRUSTED: "computers the operator vouches for",
+    TrustLevel.COMMUNITY: "volunteers' computers that joined the network",
 }
 
 
@@ -179,7 +175,9 @@ class WebUI:
         )
 
     async def network(self, request: Request) -> Response:
-        data = await snapshot(self.deps.registry, self.deps.requests, self.deps.reputation)
+        data = await snapshot(
+            self.deps.registry, self.deps.requests, self.deps.reputation, self.deps.audits
+        )
         return await self.page(
             request,
             "network.html",
@@ -196,7 +194,7 @@ class WebUI:
             page="node",
             title="Node",
             node=await self._node_info(),
-            operator=is_local(request),
+            operator=is_local_request(request),
             telemetry_help=telemetry_help(self.deps.policy),
             telemetry_override=self.deps.telemetry_override,
             saved=request.query_params.get("saved") == "1",
@@ -242,7 +240,11 @@ class WebUI:
     # --- JSON for the pages' scripts --------------------------------------------------
 
     async def api_network(self, request: Request) -> Response:
-        return _json(await snapshot(self.deps.registry, self.deps.requests, self.deps.reputation))
+        return _json(
+            await snapshot(
+                self.deps.registry, self.deps.requests, self.deps.reputation, self.deps.audits
+            )
+        )
 
     async def _node_info(self) -> dict[str, Any] | None:
         info = await node_info(self.deps)
@@ -264,7 +266,7 @@ class WebUI:
         """Form post (redirects back) or JSON fetch (answers JSON) from the node page."""
         fields = await read_fields(request)
         csrf.check(request, fields.get(csrf.FIELD) or request.headers.get(csrf.HEADER))
-        if not is_local(request):
+        if not is_local_request(request):
             raise LichenError(
                 ErrorCode.FORBIDDEN, "node settings can only be changed from the node's machine"
             )

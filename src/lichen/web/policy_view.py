@@ -7,29 +7,9 @@ gateway itself does (request metadata, never prompt or answer text).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-
-@dataclass(frozen=True)
-class PrivacyClass:
-    value: str  # sent with the request
-    label: str  # shown in the selector
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class PolicySection:
-    heading: str
-    paragraphs: list[str] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class PolicyDocument:
-    title: str
-    sections: list[PolicySection]
-    source: str = ""  # the policy file as written (TOML), shown for reference
+from lichen.privacy.document import PolicyDocument, PrivacyClass
 
 
 class PolicyView(Protocol):

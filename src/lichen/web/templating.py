@@ -8,6 +8,7 @@ Policy can forbid both; data for scripts travels in ``data-`` attributes.
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from lichen import __version__
-from lichen.web import csrf
+from lichen.http import csrf
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -73,7 +74,9 @@ def percent(value: float) -> str:
     return f"{value * 100:.0f}%"
 
 
-def _environment() -> Environment:
+@functools.cache
+def environment() -> Environment:
+    """The one Jinja environment of every HTML page Lichen serves."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=select_autoescape(["html"]),
@@ -91,7 +94,7 @@ class Renderer:
     """Renders a page inside the layout; ``nav`` is recomputed per request."""
 
     def __init__(self) -> None:
-        self.env = _environment()
+        self.env = environment()
 
     def render(
         self,

@@ -7,13 +7,14 @@ import logging
 import os
 import platform
 import re
-import time
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from lichen.clock import now_ms
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.signing import sign, verify
+from lichen.identity.trust import TrustLevel
 from lichen.wire.messages import MAX_MODELS, MAX_NAME, Hardware, Manifest, ManifestBody, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def sign_manifest(
     models: list[ModelInfo],
     engines: list[str],
     hardware: Hardware | None = None,
-    trust: str = "community",
+    trust: str = TrustLevel.COMMUNITY.value,
 ) -> Manifest:
     """Sign a manifest the tracker will accept: a model whose entry breaks the wire's
     bounds (an upstream's odd model name) is left out with a warning rather than getting
@@ -61,7 +62,7 @@ def sign_manifest(
         hardware=hardware or detect_hardware(),
         models=_acceptable(models),
         engines=engines,
-        issued_ms=int(time.time() * 1000),
+        issued_ms=now_ms(),
         trust=trust,
     )
     raw = msgspec.msgpack.encode(body)

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from lichen.identity.trust import TrustLevel
+
 PROTOCOL_VERSION = 1
 
 # --- decode-time bounds ---------------------------------------------------------------
@@ -88,6 +90,7 @@ class Usage(msgspec.Struct, frozen=True):
     prompt_tokens: Count  # tokens of the prompt as the engine counted them
     completion_tokens: Count  # tokens generated for the client
     reported: bool = True  # False: the engine gave no counts, so both are 0, never a guess
+    cached_tokens: Count = 0  # of prompt_tokens, reused from the engine's prompt (KV) cache
 
 
 class EmbeddingRequest(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -104,6 +107,9 @@ class ModelInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     slots: Slots = 1  # parallel requests this model serves
     tools: bool = False  # accepts OpenAI tools/tool_choice and can answer with tool calls
     embeddings: bool = False  # can answer EmbedStart with vectors
+    # How tools are served when ``tools``: "native" (the chat template's own format) or
+    # "generic" (JSON-schema-constrained calls for templates without one); "" unknown.
+    tool_format: Name = ""
 
 
 class Hardware(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -166,7 +172,7 @@ class ManifestBody(msgspec.Struct, frozen=True, omit_defaults=True):
     models: Annotated[list[ModelInfo], msgspec.Meta(max_length=MAX_MODELS)]
     engines: Annotated[list[Name], msgspec.Meta(max_length=16)] = []  # engine kinds present
     issued_ms: Millis = 0  # when the manifest was signed
-    trust: Name = "community"  # trust level the node claims
+    trust: Name = TrustLevel.COMMUNITY.value  # trust level the node claims
 
 
 class Heartbeat(_Msg, tag="hb", frozen=True):
@@ -253,6 +259,7 @@ class EmbedResult(_Msg, tag="vectors", frozen=True):
     job_id: Name
     vectors: list[bytes]  # one vector per input: little-endian float32 values
     usage: Usage  # prompt_tokens counts the inputs; completion_tokens is 0
+    receipt: Blob = b""  # node-signed receipt for the embedding job (ledger)
 
 
 class Telemetry(_Msg, tag="telemetry", frozen=True):

@@ -10,8 +10,8 @@ from lichen.engines.base import Delta, Finish
 from lichen.errors import LichenError
 from lichen.gateway.completions import Answer, parse_logprobs
 from lichen.gateway.dialects.route import DialectRoute
-from lichen.gateway.errors import error_response
 from lichen.gateway.responses import SSE_DONE, ResponseShape, sse, usage_body
+from lichen.http.errors import error_response
 from lichen.wire.messages import Usage
 
 

@@ -62,7 +62,8 @@ def storing_allowed(service: CompletionService) -> bool:
 def _usage(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        # prompt tokens the node's KV cache already held (agent loops), bounded by the prompt
+        "input_tokens_details": {"cached_tokens": min(usage.cached_tokens, usage.prompt_tokens)},
         "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,

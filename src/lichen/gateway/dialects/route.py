@@ -28,8 +28,8 @@ from starlette.responses import Response
 
 from lichen.errors import ErrorCode, LichenError
 from lichen.gateway.completions import read_body
-from lichen.gateway.errors import error_response, from_validation
 from lichen.gateway.guard import QUOTA_HEADERS_STATE, guarded
+from lichen.http.errors import error_response, from_validation
 
 MAX_BODY_STATE = "lichen_max_request_bytes"  # app.state: the inference body limit
 DEFAULT_MAX_BODY = 1024 * 1024

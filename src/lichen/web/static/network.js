@@ -17,7 +17,25 @@
 
   const percent = (value) => `${Math.round(value * 100)}%`;
 
-  function nodeRow(n) {
+  // The node's audit record (issue 11): counts, quarantine, the latest failure's findings.
+  function auditCell(a) {
+    const parts = [];
+    if (a === null || a === undefined) {
+      parts.push("not audited yet");
+    } else {
+      if (a.quarantined) {
+        parts.push(el("span", { className: "badge audit-quarantined" }, "quarantined"), " ");
+      }
+      parts.push(a.failed ? `${a.failed} of ${a.audits} failed` : `${a.audits} passed`);
+      if (a.last_failure) {
+        const found = a.last_failure.findings.map((f) => `${f.kind}: ${f.detail}`).join("; ");
+        parts.push(el("span", { className: "sub audit-evidence" }, ` · last failure: ${found}`));
+      }
+    }
+    return el("td", { "data-label": "Audits", className: "audit" }, el("span", {}, ...parts));
+  }
+
+  function nodeRow(n, auditsOn) {
     const meter = el("meter", { min: "0", max: "1", low: "0.5", high: "0.9", optimum: "0" });
     meter.value = n.load;
     meter.textContent = percent(n.load);
@@ -48,6 +66,7 @@
         percent(n.reputation),
         el("span", { className: "sub" }, ` · ${n.served} served${failed} since it connected`),
       ),
+      auditsOn ? auditCell(n.audit) : null,
     );
   }
 
@@ -72,7 +91,7 @@
     $("stat-models").textContent = String(data.models.length);
     $("stat-rpm").textContent = String(data.requests.per_minute);
     $("stat-tps").textContent = String(data.tokens_per_s);
-    $("nodes-body").replaceChildren(...data.nodes.map(nodeRow));
+    $("nodes-body").replaceChildren(...data.nodes.map((n) => nodeRow(n, data.audits_on)));
     $("nodes-empty").hidden = data.nodes.length > 0;
     $("models-body").replaceChildren(
       ...data.models.map((m) =>

@@ -1,5 +1,7 @@
 """HTTP routes of the privacy feature, and the disclosure header on every response.
 
+They render with the web UI's one Jinja environment (:mod:`lichen.web.templating`).
+
 ``GET /privacy.json`` (the signed policy), ``GET /privacy`` (plain language; the web
 UI's richer page wins when it is installed first), the public feed (``/feed``,
 ``/feed.json``, ``DELETE /feed/{id}``) and deletion of kept data
@@ -9,12 +11,9 @@ UI's richer page wins when it is installed first), the public feed (``/feed``,
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,27 +21,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lichen.accounts.tokens import looks_like_api_key
 from lichen.errors import ErrorCode, LichenError
 from lichen.gateway.guard import GUARD_STATE
+from lichen.http.requests import bearer_token
 from lichen.privacy.content import ContentRepository, subject_of
-from lichen.privacy.pipeline import DELETION_TOKEN_HEADER, REQUEST_ID_HEADER, bearer_token
-from lichen.privacy.policy import Policy
-from lichen.privacy.signing import SignedPolicy
+from lichen.privacy.pipeline import DELETION_TOKEN_HEADER, REQUEST_ID_HEADER
+from lichen.privacy.runtime import PrivacyService
 from lichen.privacy.summary import disclosure_banner, policy_document
+from lichen.web.templating import environment
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "web" / "templates"
 DISCLOSURE_HEADER = "x-lichen-data-policy"
-
-_templates = Environment(
-    loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(["html"])
-)
-
-
-@dataclass
-class PrivacyService:
-    """What the privacy routes serve: the policy, its signature, the kept content."""
-
-    policy: Policy
-    signed: SignedPolicy
-    content: ContentRepository | None = None
 
 
 class DisclosureMiddleware:
@@ -100,7 +86,7 @@ async def _verified_subject(request: Request) -> str | None:
 
 
 def _html(template: str, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_templates.get_template(template).render(**context))
+    return HTMLResponse(environment().get_template(template).render(**context))
 
 
 def install_privacy(app: FastAPI, service: PrivacyService) -> None:

@@ -48,6 +48,7 @@ async def start_llamacpp(settings: Settings, models: list[InstalledModel]) -> Ll
                 sha256=model.sha256,
                 parallel=settings.parallel,
                 ctx_size=settings.ctx_size,
+                kv_unified=settings.kv_unified,
                 threads=threads,
                 batch_threads=batch_threads,
                 embeddings=settings.embeddings,

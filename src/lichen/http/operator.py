@@ -25,6 +25,7 @@ from fastapi import Request
 
 from lichen.config import Settings
 from lichen.errors import ErrorCode, LichenError
+from lichen.http.requests import bearer_token
 from lichen.identity._files import atomic_write, ensure_private_dir, tighten_mode
 
 TOKEN_FILE = "operator.token"
@@ -113,8 +114,5 @@ class OperatorGate:
 
 
 def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()[:_MAX_TOKEN_CHARS]
+    token = bearer_token(request.headers)
+    return None if token is None else token[:_MAX_TOKEN_CHARS]

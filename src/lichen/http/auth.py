@@ -22,7 +22,8 @@ from lichen.accounts.principal import SCOPES, Principal, anonymous
 from lichen.accounts.sessions import SessionService
 from lichen.accounts.tokens import looks_like_api_key
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.session_cookies import SESSION_COOKIE, check_csrf
+from lichen.http.requests import bearer_token
+from lichen.http.session_cookies import SESSION_COOKIE, check_csrf
 from lichen.identity.signing import sign
 
 IP_TAG_DOMAIN = b"lichen-client-address-tag-v1"
@@ -54,11 +55,9 @@ class Authenticator:
         anonymous use.
         """
         tag = self.client_tag(request)
-        header = request.headers.get("authorization")
-        if header is not None:
-            scheme, _, secret = header.strip().partition(" ")
-            secret = secret.strip()
-            if scheme.lower() != "bearer" or not secret:
+        if "authorization" in request.headers:
+            secret = bearer_token(request.headers)
+            if secret is None:
                 raise LichenError(
                     ErrorCode.UNAUTHORIZED,
                     "send your API key as 'Authorization: Bearer <key>'",

@@ -1,10 +1,11 @@
-"""Accounts, quotas, credits and reputation for one gateway, built from settings.
+"""The gateway's stateful services, built from settings: accounts, sessions and API
+keys, usage, the credit ledger, rate limits, the request guard and node reputation.
 
-:meth:`Accounting.build` makes every service once; the composition root then:
+:meth:`GatewayServices.build` makes every service once; the composition root then:
 
-- passes :attr:`Accounting.reputation` to the scheduler (it ranks nodes by it);
+- passes :attr:`GatewayServices.reputation` to the scheduler (it ranks nodes by it);
 - passes :meth:`RequestGuard.settle` as the completion service's ``settle`` hook;
-- calls :meth:`Accounting.install` on the gateway app (routes and the guard);
+- calls :meth:`GatewayServices.install` on the gateway app (routes and the guard);
 - runs :meth:`start` / :meth:`stop` around the process's life (reputation
   persistence, the account sweeper, the rate-limit store's connection).
 
@@ -29,11 +30,11 @@ from lichen.accounts.usage import UsageRepository
 from lichen.clock import Clock, system_clock
 from lichen.config import Settings
 from lichen.gateway.account_routes import account_router
-from lichen.gateway.auth import Authenticator, address_key
 from lichen.gateway.auth_routes import auth_router
 from lichen.gateway.completions import CompletionService
 from lichen.gateway.guard import GuardPolicy, RequestGuard, install_guard
 from lichen.gateway.metering import installed_model_file, registry_context
+from lichen.http.auth import Authenticator, address_key
 from lichen.ledger.releaser import EscrowReleaser, release_interval
 from lichen.ledger.service import Ledger
 from lichen.ledger.tokens import TokenCounter
@@ -57,7 +58,7 @@ def guard_policy(settings: Settings) -> GuardPolicy:
 
 
 @dataclass
-class Accounting:
+class GatewayServices:
     accounts: AccountService
     sessions: SessionService
     keys: ApiKeyService
@@ -83,7 +84,7 @@ class Accounting:
         clock: Clock = system_clock,
         passwords: Passwords | None = None,
         backend: Backend | None = None,
-    ) -> Accounting:
+    ) -> GatewayServices:
         accounts = AccountService(db, passwords=passwords, clock=clock)
         sessions = SessionService(db, clock=clock)
         keys = ApiKeyService(db, clock=clock)
@@ -126,6 +127,8 @@ class Accounting:
         answers of ``completions`` are then settled by the guard."""
         if completions is not None and completions.settle is None:
             completions.settle = self.guard.settle
+        if completions is not None and completions.weigh is None:
+            completions.weigh = self.guard.weigh
         if completions is not None:  # charges are bounded by the serving node's context
             self.guard.meter.context_for = registry_context(completions.scheduler.registry)
         app.include_router(auth_router(self))
