@@ -9,9 +9,10 @@ cancels the task and waits for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+from lichen.tasks import cancel_and_wait
 
 
 class Periodic:
@@ -46,11 +47,8 @@ class Periodic:
 
     async def stop(self) -> None:
         """Cancel the loop and wait until it has ended."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def run(self) -> None:
         """The loop itself, in the caller's task (until cancelled); ``start`` runs it in

@@ -4,12 +4,13 @@ transcript that grows with the conversation, a linked /privacy.json and an HTML 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from harness import LichenProcess
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 pytestmark = pytest.mark.browser
 
@@ -40,6 +41,13 @@ def test_chat_layout_two_answers(up: LichenProcess, page: Page, screenshot: Shot
     page.select_option("#privacy-class", "")
     page.locator("#privacy-choices summary").click()
 
+    # Layout, not answer length: keep the sampled answers short (the UI sends no
+    # max_tokens, and a rambling answer on a loaded runner can take minutes).
+    def short_answers(route: Route) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        route.continue_(post_data=json.dumps(body | {"max_tokens": 48}))
+
+    page.route("**/v1/chat/completions", short_answers)
     for question in ("Name three colours.", "Now name three animals."):
         page.get_by_label("Message").fill(question)
         page.get_by_label("Message").press("Enter")

@@ -324,10 +324,13 @@ def test_client_disconnect_cancels_the_job_on_the_node(net: Network) -> None:
         for _ in range(8):
             next(lines)
         net.wait_for(lambda: net.connected()[name]["free_slots"] == 1, "the node to be busy")
-    gone = time.monotonic()
-    # 400 tokens take ~10 s on one thread; the slot frees within a heartbeat or two.
+        before = net.connected()[name]
     net.wait_for(lambda: net.connected()[name]["free_slots"] == 2, "the job to be cancelled")
-    assert time.monotonic() - gone < 4.0
+    after = net.connected()[name]
+    # Cancelled, not run to its end: the node never reported the job finished (a JobEnd
+    # counts as served) nor failed, and the tracker holds nothing in flight for it.
+    assert (after["served"], after["failures"]) == (before["served"], before["failures"])
+    assert after["inflight"] == 0
 
 
 def test_kill_9_mid_stream_resumes_on_another_node(net: Network) -> None:
@@ -348,7 +351,11 @@ def test_kill_9_mid_stream_resumes_on_another_node(net: Network) -> None:
     result = stream_chat(net.url, body, on_chunk=kill_the_server)
     assert killed == [net.name_of(result.node)]
     assert result.finish == "length"
-    assert result.usage == reference.usage  # 120 completion tokens over two nodes, same prompt
+    # 120 completion tokens over two nodes, same prompt (how much of the prompt each
+    # node's cache held, ``prompt_tokens_details``, differs between the runs).
+    counts = ("prompt_tokens", "completion_tokens", "total_tokens")
+    assert result.usage is not None
+    assert {k: result.usage[k] for k in counts} == {k: reference.usage[k] for k in counts}
     # Where the second node took over: the router logs how many chunks had been sent.
     seam = int(net.tracker.wait_for_log(r"failed mid-stream after (\d+) chunks").group(1))
     assert 20 <= seam < len(result.parts)

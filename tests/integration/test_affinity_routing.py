@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fakes import ANSWER, FakeEngine, LocalNetwork
 
 from lichen.routing.scheduler import Scheduler
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 def _scheduler(net: LocalNetwork) -> Scheduler:

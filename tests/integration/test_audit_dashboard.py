@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from fakes import FakeEngine, LocalNetwork
 
 from lichen.audit.service import AuditService
@@ -17,15 +15,6 @@ from lichen.web import WebDeps, install_web
 # Token text a node produced: evidence the dashboard must never show (it may be a
 # real request's answer, and it is node output: hostile markup included).
 SECRET_TOKEN = "<b>tok-7f3a</b>"
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 def audits_for(net: LocalNetwork) -> AuditService:

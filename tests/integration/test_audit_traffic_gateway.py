@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from fakes import ANSWER, MODEL, FakeEngine, LocalNetwork
@@ -49,15 +47,6 @@ class RecordingScorer:
 def policy(share: float, trust: str = "owner") -> Policy:
     base = load_preset("private")
     return base.model_copy(update={"audits": AuditRules(traffic_share=share, verifier_trust=trust)})
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 def tap(

@@ -34,12 +34,9 @@ class SizedEngine(FakeEngine):
 
 
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path, max_request_bytes=256 * 1024).start()
-    try:
-        yield network
-    finally:
-        await network.close()
+def net_options() -> dict[str, Any]:
+    """The shared ``net`` fixture, with room for the large prompts these tests send."""
+    return {"max_request_bytes": 256 * 1024}
 
 
 def _body(tokens: int) -> dict[str, object]:

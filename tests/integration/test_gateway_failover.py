@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,6 @@ LONG = [f" w{i}" for i in range(40)]
 
 def chat_body(**changes: Any) -> dict[str, Any]:
     return {"model": MODEL, "messages": [{"role": "user", "content": "Say hi"}]} | changes
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 async def _two_nodes(net: LocalNetwork, first: FakeEngine, second: FakeEngine) -> RunningNode:

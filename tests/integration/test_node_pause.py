@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncGenerator
 
 import pytest
 from fakes import MODEL, FakeEngine, LocalNetwork, eventually
@@ -175,15 +174,6 @@ async def test_a_grammar_job_is_not_paused() -> None:
 
 
 # --- through the network: what an HTTP client sees ---------------------------------------
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 async def test_a_stream_read_late_is_whole_and_charged_what_was_produced(

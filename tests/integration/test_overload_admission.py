@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from fakes import ANSWER, MODEL, FakeEngine, LocalNetwork, assert_openai_error, eventually
 
 from lichen.routing.scheduler import Scheduler
 
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 def _scheduler(net: LocalNetwork) -> Scheduler:

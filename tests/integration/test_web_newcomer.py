@@ -53,16 +53,10 @@ class TwoClassPolicy:
 
 
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[LocalNetwork]:
-    network = await LocalNetwork(tmp_path).start()
-    install_web(
-        network.app,
-        WebDeps(registry=network.tracker.registry, data_dir=tmp_path / "data"),
-    )
-    try:
-        yield network
-    finally:
-        await network.close()
+def net(net: LocalNetwork, tmp_path: Path) -> LocalNetwork:
+    """The shared ``net`` (tests/integration/conftest.py) with the web UI mounted."""
+    install_web(net.app, WebDeps(registry=net.tracker.registry, data_dir=tmp_path / "data"))
+    return net
 
 
 @pytest.fixture

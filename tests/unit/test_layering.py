@@ -21,7 +21,8 @@ SRC = Path(lichen.__file__).resolve().parent
 
 # Bottom to top. ``lichen`` is the root package itself (``__version__``).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("lichen", "errors", "clock", "logs", "config", "periodic"),  # foundations
+    ("lichen", "errors", "clock", "logs", "config", "tasks"),  # foundations
+    ("periodic",),  # the one loop for periodic background work
     ("identity", "portcheck", "server", "metrics"),  # keys; port probe; uvicorn; Prometheus
     ("wire", "storage"),  # wire messages; tables, migrations, repositories
     ("transport", "engines", "ledger", "reputation", "ratelimit"),

@@ -16,7 +16,6 @@ becomes, with a deadline like a client's. Quarantined nodes are still probed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -27,6 +26,7 @@ from lichen.audit.book import AuditEntry
 from lichen.audit.probes import ProbeFactory
 from lichen.engines.base import Delta, Finish
 from lichen.errors import LichenError
+from lichen.tasks import cancel_and_wait
 from lichen.tracker.connection import NodeConnection
 from lichen.wire.messages import GenerationRequest
 
@@ -117,11 +117,7 @@ class ProbeScheduler:
                     task.add_done_callback(self._tasks.discard)
                 await asyncio.sleep(TICK_S)
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            for task in list(self._tasks):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(*self._tasks, quiet=True)
 
     async def probe(self, conn: NodeConnection, model: str) -> AuditEntry | None:
         """Send one probe to ``conn`` for ``model`` and audit the answer."""

@@ -13,7 +13,6 @@ other models (or other weights) are simply not audited.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from lichen.audit.store import AuditStore
 from lichen.audit.traffic import ClaimedWeights, TrafficAudits
 from lichen.config import Settings
 from lichen.privacy.policy import Policy
+from lichen.tasks import cancel_and_wait
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
 
@@ -281,11 +281,7 @@ class AuditService:
                 log.warning("could not read audit releases: %s", type(exc).__name__)
 
     async def stop(self) -> None:
-        for task in (self._task, self._releases_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._task, self._releases_task)
         self._task = self._releases_task = None
         if self.traffic is not None:
             await self.traffic.close()

@@ -12,7 +12,6 @@ reports none is counted as nothing (``Usage.reported = False``), never guessed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -34,6 +33,7 @@ from lichen.engines.openai_wire import (
 )
 from lichen.errors import ErrorCode, LichenError
 from lichen.periodic import Periodic
+from lichen.tasks import cancel_and_wait
 from lichen.wire.messages import EmbeddingRequest, GenerationRequest, ModelInfo, Usage
 from lichen.wire.vectors import pack_vector
 
@@ -258,10 +258,7 @@ class OpenAIEngine:
     async def close(self) -> None:
         if self._poller is not None:
             await self._poller.stop()
-        if self._refreshing is not None:
-            self._refreshing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refreshing
+        await cancel_and_wait(self._refreshing)
         await self._client.aclose()
 
 

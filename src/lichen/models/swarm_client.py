@@ -23,6 +23,7 @@ from lichen.identity.store import Identity
 from lichen.models.catalog_sign import verify_chunk_list
 from lichen.models.chunks import ChunkList
 from lichen.models.holdings import Holdings
+from lichen.tasks import cancel_and_wait
 from lichen.transport.handshake import client_handshake
 from lichen.transport.link import ClientLink, LinkClosed
 from lichen.wire.codec import MAX_FRAME_BYTES
@@ -110,10 +111,7 @@ class SwarmClient:
     async def close(self) -> None:
         if self._http is not None:
             await self._http.aclose()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        await cancel_and_wait(self._reader, quiet=True)
         if self._conn is not None:
             await self._conn.close()
         self._fail_pending(LichenError(ErrorCode.NODE_FAILED, "transfer link closed"))

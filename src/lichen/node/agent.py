@@ -28,6 +28,7 @@ from lichen.identity.trust import TrustLevel
 from lichen.ledger.receipts import ReceiptSigner
 from lichen.node.jobs import JobRunner
 from lichen.privacy.node_side import NodePrivacy
+from lichen.tasks import cancel_and_wait
 from lichen.transport.handshake import client_handshake
 from lichen.transport.link import ClientLink, Link, LinkClosed
 from lichen.wire.codec import MAX_FRAME_BYTES
@@ -206,10 +207,7 @@ class NodeAgent:
             try:
                 await self._read(link)
             finally:
-                for task in (beat, watch, tele):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                await cancel_and_wait(beat, watch, tele)
                 self.runner.cancel_all()
 
     def _own_link_may_linger(self) -> bool:

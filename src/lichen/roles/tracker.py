@@ -49,6 +49,7 @@ from lichen.server import HttpOptions, HttpServer, pinned_tls
 from lichen.storage.engine import create_engine, migrate
 from lichen.storage.membership import MembershipRepository
 from lichen.storage.repositories import RequestLogRepository
+from lichen.tasks import cancel_and_wait
 from lichen.tracker.api import mount_tracker
 from lichen.tracker.membership import AdmissionLimiter, InviteAdmission, SeenBuffer
 from lichen.tracker.metrics import TrackerCollector
@@ -341,11 +342,7 @@ async def tracker_stack(
         if recorded is not None and recorded.pid == os.getpid():
             with contextlib.suppress(OSError):
                 runtime.unlink()
-        for task in (watcher_task, seen_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(watcher_task, seen_task)
         if privacy is not None:
             await privacy.stop()
         if audits is not None:
