@@ -27,17 +27,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +40,7 @@ import httpx
 
 from lichen.engines.schema_limits import SchemaLimits, check_schema
 from lichen.models import InstalledModel
-from overhead import DEFAULT_MODELS_DIR, conditions, pct, resolve_model
+from overhead import DEFAULT_MODELS_DIR, conditions, lichen_up, pct, resolve_model
 
 HONEST = "127.0.0.1"
 STREAMER = "127.0.0.2"
@@ -74,50 +69,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.contextmanager
-def lichen_up(model: InstalledModel, args: argparse.Namespace) -> Iterator[str]:
-    tmp = Path(tempfile.mkdtemp(prefix="lichen-hostile-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LICHEN_")}
-    env |= {
-        "LICHEN_THREADS": str(args.threads),
-        "LICHEN_BATCH_THREADS": str(args.threads),
-        "LICHEN_PARALLEL": str(args.parallel),
-        "LICHEN_CTX_SIZE": str(args.ctx_size),
-        "LICHEN_MODELS_DIR": str(args.models_dir),
-        "LICHEN_LOG_LEVEL": "WARNING",
-        "LICHEN_LIMIT_LOOPBACK": "true",  # per-address limits apply to loopback clients
-        "XDG_DATA_HOME": str(tmp / "xdg"),
-    }
-    lichen = Path(sys.executable).parent / "lichen"
-    argv = [str(lichen)] if lichen.exists() else [sys.executable, "-m", "lichen.cli.main"]
-    argv += ["up", "--port", str(port), "--data-dir", str(tmp / "data"), "--model", model.name]
-    log = (tmp / "up.log").open("wb")
-    proc = subprocess.Popen(
-        argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+def lichen_up_limited(
+    model: InstalledModel, args: argparse.Namespace
+) -> AbstractContextManager[str]:
+    """``lichen up`` with per-address limits applied to loopback clients too."""
+    return lichen_up(
+        model,
+        args.models_dir,
+        threads=args.threads,
+        batch_threads=args.threads,
+        parallel=args.parallel,
+        ctx_size=args.ctx_size,
+        env={"LICHEN_LIMIT_LOOPBACK": "true"},  # as behind a reverse proxy on the host
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"lichen up exited: {(tmp / 'up.log').read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("lichen up did not become healthy in 120 s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def client_from(address: str, url: str, key: str = "") -> httpx.AsyncClient:
@@ -263,7 +227,7 @@ async def main() -> None:
     )
     stats: Counter[str] = Counter()
     phases: dict[str, list[float]] = {}
-    with lichen_up(model, args) as url:
+    with lichen_up_limited(model, args) as url:
         key = await honest_key(url)
 
         async def measure(label: str) -> None:

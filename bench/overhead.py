@@ -189,12 +189,14 @@ def lichen_up(
     parallel: int,
     ctx_size: int,
     log_level: str = "WARNING",
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """``lichen up`` as a subprocess with the same engine settings; yields its base URL."""
+    """``lichen up`` as a subprocess with the same engine settings (plus ``env``, other
+    ``LICHEN_*`` settings); yields its base URL. Every bench that needs one uses this."""
     tmp = Path(tempfile.mkdtemp(prefix="lichen-bench-"))
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LICHEN_")}
-    env |= {
+    environ = {k: v for k, v in os.environ.items() if not k.upper().startswith("LICHEN_")}
+    environ |= {
         "LICHEN_THREADS": str(threads),
         "LICHEN_BATCH_THREADS": str(batch_threads),
         "LICHEN_PARALLEL": str(parallel),
@@ -202,13 +204,13 @@ def lichen_up(
         "LICHEN_MODELS_DIR": str(models_dir),
         "LICHEN_LOG_LEVEL": log_level,
         "XDG_DATA_HOME": str(tmp / "xdg"),
-    }
+    } | (env or {})
     lichen = Path(sys.executable).parent / "lichen"
     argv = [str(lichen)] if lichen.exists() else [sys.executable, "-m", "lichen.cli.main"]
     argv += ["up", "--port", str(port), "--data-dir", str(tmp / "data"), "--model", model.name]
     log = (tmp / "up.log").open("wb")
     proc = subprocess.Popen(
-        argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        argv, env=environ, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -27,20 +27,16 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from _net import DEFAULT_MODELS_DIR, free_port, lichen_argv
+from _net import DEFAULT_MODELS_DIR
 from _report import pct
+from overhead import lichen_up, resolve_model
 
 PROMPTS = [
     "Tell a long tale about a lighthouse keeper and a storm.",
@@ -68,58 +64,22 @@ class Level:
         return self.tokens / self.wall_s if self.wall_s else 0.0
 
 
-@contextmanager
-def lichen_up(args: argparse.Namespace) -> Iterator[str]:
-    tmp = Path(tempfile.mkdtemp(prefix="lichen-bench-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LICHEN_")}
-    env |= {
-        "LICHEN_THREADS": str(args.threads),
-        "LICHEN_BATCH_THREADS": str(args.threads),
-        "LICHEN_PARALLEL": str(args.parallel),
-        "LICHEN_CTX_SIZE": str(args.ctx_size),
-        "LICHEN_MODELS_DIR": str(args.models_dir),
-        "LICHEN_LOG_LEVEL": "WARNING",
+def lichen_up_unlimited(args: argparse.Namespace) -> AbstractContextManager[str]:
+    """``lichen up`` without per-address limits (the bench is one client), plus ``--env``."""
+    unlimited = {
         "LICHEN_ANONYMOUS_CONCURRENT_REQUESTS": "0",
         "LICHEN_ANONYMOUS_REQUESTS_PER_MINUTE": "0",
         "LICHEN_ANONYMOUS_TOKENS_PER_DAY": "0",
-        "XDG_DATA_HOME": str(tmp / "xdg"),
     }
-    env |= dict(item.split("=", 1) for item in args.env)
-    argv = [*lichen_argv(), "up", "--port", str(port), "--data-dir", str(tmp / "data")]
-    log = (tmp / "up.log").open("wb")
-    proc = subprocess.Popen(
-        [*argv, "--model", "smollm2-135m"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
+    return lichen_up(
+        resolve_model("smollm2-135m", args.models_dir),
+        args.models_dir,
+        threads=args.threads,
+        batch_threads=args.threads,
+        parallel=args.parallel,
+        ctx_size=args.ctx_size,
+        env=unlimited | dict(item.split("=", 1) for item in args.env),
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"lichen up exited: {(tmp / 'up.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("lichen up did not become healthy in 180 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def one(client: httpx.AsyncClient, n: int, tokens: int, level: Level) -> None:
@@ -230,7 +190,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    with lichen_up(args) as url:
+    with lichen_up_unlimited(args) as url:
         asyncio.run(sequential(url, 2, 4))  # warm up
         unloaded = asyncio.run(sequential(url, args.unloaded, args.tokens))
         print(

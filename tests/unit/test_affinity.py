@@ -4,56 +4,24 @@ from __future__ import annotations
 
 import pickle
 
-from lichen.identity.certs import issue_device_certificate, verify_device_certificate
-from lichen.identity.signing import generate_key, peer_id, public_raw
 from lichen.routing.affinity import BLOCK_CHARS, MIN_BLOCKS, AffinityTable
 from lichen.routing.scheduler import Scheduler
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
-from lichen.transport.handshake import Peer
 from lichen.wire.messages import (
     ChatMessage,
     GenerationRequest,
-    Hardware,
-    ManifestBody,
-    Message,
     ModelInfo,
 )
+from node_kit import offline_node
 
 CANARY = "canary-7f3a-secret-prompt "
 SYSTEM = ChatMessage(role="system", content="You are terse. " * 40)
 
 
-class _NoLink:
-    remote = "test"
-
-    async def send(self, msg: Message) -> None:
-        raise AssertionError("ranking must not send")
-
-    async def recv(self) -> Message:
-        raise AssertionError("ranking must not receive")
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        return None
-
-
 def _node(name: str, *, slots: int = 2, **state: object) -> NodeConnection:
-    account, device = generate_key(), generate_key()
-    cert = verify_device_certificate(
-        issue_device_certificate(account, public_raw(device), name=name, now_ms=1), now_ms=2
-    )
-    pid = peer_id(public_raw(device))
-    manifest = ManifestBody(
-        name=name,
-        peer_id=pid,
-        hardware=Hardware(),
-        models=[ModelInfo(name="m", sha256="", engine="fake", slots=slots, context=4096)],
-    )
-    conn = NodeConnection(_NoLink(), Peer(peer_id=pid, certificate=cert, trust="t"), manifest)
-    conn.state.tokens_per_s = 40.0
-    for key, value in state.items():
-        setattr(conn.state, key, value)
-    return conn
+    info = ModelInfo(name="m", sha256="", engine="fake", slots=slots, context=4096)
+    return offline_node(name, [info], **({"tokens_per_s": 40.0} | state))
 
 
 def _chat(*messages: ChatMessage) -> GenerationRequest:

@@ -5,14 +5,11 @@ from __future__ import annotations
 import pytest
 
 from lichen.clock import ManualClock
-from lichen.identity.certs import issue_device_certificate, verify_device_certificate
-from lichen.identity.signing import generate_key, peer_id, public_raw
 from lichen.reputation.book import MIN_SCORE, ReputationBook
 from lichen.routing.scheduler import Scheduler
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
-from lichen.transport.handshake import Peer
-from lichen.wire.messages import Hardware, ManifestBody, Message, ModelInfo
+from node_kit import offline_node
 
 
 @pytest.fixture
@@ -77,32 +74,8 @@ def test_changed_records_are_handed_out_once(book: ReputationBook) -> None:
     assert book.take_dirty() == []
 
 
-class _NoLink:
-    remote = "test"
-
-    async def send(self, msg: Message) -> None:
-        raise AssertionError("ranking must not send")
-
-    async def recv(self) -> Message:
-        raise AssertionError("ranking must not receive")
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        return None
-
-
 def _node(name: str) -> NodeConnection:
-    account, device = generate_key(), generate_key()
-    cert = verify_device_certificate(
-        issue_device_certificate(account, public_raw(device), name=name, now_ms=1), now_ms=2
-    )
-    pid = peer_id(public_raw(device))
-    manifest = ManifestBody(
-        name=name,
-        peer_id=pid,
-        hardware=Hardware(),
-        models=[ModelInfo(name="m", sha256="", engine="fake", slots=4)],
-    )
-    return NodeConnection(_NoLink(), Peer(peer_id=pid, certificate=cert, trust="t"), manifest)
+    return offline_node(name, {"m": 4})
 
 
 def test_the_scheduler_prefers_the_node_with_the_better_reputation(book: ReputationBook) -> None:

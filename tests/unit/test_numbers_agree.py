@@ -6,49 +6,22 @@ import pytest
 
 from lichen.clock import ManualClock
 from lichen.errors import ErrorCode, LichenError
-from lichen.identity.certs import issue_device_certificate, verify_device_certificate
-from lichen.identity.signing import generate_key, peer_id, public_raw
+from lichen.identity.signing import generate_key
 from lichen.models.catalog import lookup as catalog_lookup
 from lichen.reputation.book import ReputationBook
 from lichen.roles.tracker import _catalog_name
 from lichen.routing.scheduler import Scheduler, answer_time_s
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
-from lichen.transport.handshake import Peer
 from lichen.web.network_view import node_row, shown_reputation
 from lichen.web.pages import readable_credits
-from lichen.wire.messages import Hardware, ManifestBody, Message, ModelInfo
-
-
-class _NoLink:
-    remote = "test"
-
-    async def send(self, msg: Message) -> None:
-        raise AssertionError("must not send")
-
-    async def recv(self) -> Message:
-        raise AssertionError("must not receive")
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        return None
-
+from node_kit import offline_node
 
 _ACCOUNT = generate_key()
 
 
 def node(name: str, *models: str, slots: int = 1) -> NodeConnection:
-    device = generate_key()
-    cert = verify_device_certificate(
-        issue_device_certificate(_ACCOUNT, public_raw(device), name=name, now_ms=1), now_ms=2
-    )
-    pid = peer_id(public_raw(device))
-    manifest = ManifestBody(
-        name=name,
-        peer_id=pid,
-        hardware=Hardware(),
-        models=[ModelInfo(name=m, sha256="", engine="fake", slots=slots) for m in models],
-    )
-    return NodeConnection(_NoLink(), Peer(peer_id=pid, certificate=cert, trust="t"), manifest)
+    return offline_node(name, dict.fromkeys(models, slots), account=_ACCOUNT)
 
 
 def scheduler_for(*conns: NodeConnection, book: ReputationBook | None = None) -> Scheduler:

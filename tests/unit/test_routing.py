@@ -6,23 +6,17 @@ import pytest
 
 from lichen.engines.base import Finish
 from lichen.errors import ErrorCode, LichenError
-from lichen.identity.certs import issue_device_certificate, verify_device_certificate
-from lichen.identity.signing import generate_key, peer_id, public_raw
 from lichen.routing.router import _merged_finish, _resumed
 from lichen.routing.scheduler import Scheduler, expected_ttft_s
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
-from lichen.transport.handshake import Peer
 from lichen.wire.messages import (
     ChatMessage,
     GenerationRequest,
-    Hardware,
-    ManifestBody,
-    Message,
-    ModelInfo,
     SamplingParams,
     Usage,
 )
+from node_kit import offline_node
 
 REQUEST = GenerationRequest(
     kind="chat",
@@ -101,40 +95,8 @@ def test_merged_prompt_tokens_never_go_negative() -> None:
 # --- scheduling -------------------------------------------------------------------------
 
 
-class _NoLink:
-    """A link nothing is ever sent on (ranking is pure)."""
-
-    remote = "test"
-
-    async def send(self, msg: Message) -> None:
-        raise AssertionError("ranking must not send")
-
-    async def recv(self) -> Message:
-        raise AssertionError("ranking must not receive")
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        return None
-
-
 def _node(name: str, models: dict[str, int], **state: object) -> NodeConnection:
-    account, device = generate_key(), generate_key()
-    cert = verify_device_certificate(
-        issue_device_certificate(account, public_raw(device), name=name, now_ms=1),
-        now_ms=2,
-    )
-    pid = peer_id(public_raw(device))
-    manifest = ManifestBody(
-        name=name,
-        peer_id=pid,
-        hardware=Hardware(),
-        models=[
-            ModelInfo(name=m, sha256="", engine="fake", slots=slots) for m, slots in models.items()
-        ],
-    )
-    conn = NodeConnection(_NoLink(), Peer(peer_id=pid, certificate=cert, trust="t"), manifest)
-    for key, value in state.items():
-        setattr(conn.state, key, value)
-    return conn
+    return offline_node(name, models, **state)
 
 
 def _scheduler(*nodes: NodeConnection) -> Scheduler:

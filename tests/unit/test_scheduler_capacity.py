@@ -11,39 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lichen.identity.certs import issue_device_certificate, verify_device_certificate
-from lichen.identity.signing import generate_key, peer_id, public_raw
 from lichen.routing.scheduler import Scheduler
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
-from lichen.transport.handshake import Peer
 from lichen.wire.messages import (
     ChatMessage,
     GenerationRequest,
-    Hardware,
-    ManifestBody,
-    Message,
-    ModelInfo,
 )
+from node_kit import offline_node
 
 TOKENS = 128  # per request
 STEP_S = 0.01
 # Tokens/s per stream with 1 and 2 busy slots, roughly SmolLM2 on 2 threads and on 1.
 BIG = (100.0, 65.0)
 SMALL = (40.0, 27.0)
-
-
-class _NoLink:
-    remote = "test"
-
-    async def send(self, msg: Message) -> None:
-        raise AssertionError("scheduling must not send")
-
-    async def recv(self) -> Message:
-        raise AssertionError("scheduling must not receive")
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        return None
 
 
 @dataclass
@@ -60,19 +41,7 @@ class SimNode:
 
 
 def _conn(name: str, slots: int) -> NodeConnection:
-    device = generate_key()
-    cert = verify_device_certificate(
-        issue_device_certificate(generate_key(), public_raw(device), name=name, now_ms=1),
-        now_ms=2,
-    )
-    pid = peer_id(public_raw(device))
-    manifest = ManifestBody(
-        name=name,
-        peer_id=pid,
-        hardware=Hardware(),
-        models=[ModelInfo(name="m", sha256="", engine="fake", slots=slots)],
-    )
-    return NodeConnection(_NoLink(), Peer(peer_id=pid, certificate=cert, trust="t"), manifest)
+    return offline_node(name, {"m": slots})
 
 
 class Sim:

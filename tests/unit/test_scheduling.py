@@ -6,45 +6,18 @@ import random
 
 import pytest
 
-from lichen.identity.certs import issue_device_certificate, verify_device_certificate
-from lichen.identity.signing import generate_key, peer_id, public_raw
+from lichen.identity.signing import generate_key
 from lichen.reputation.book import MIN_SCORE, EwmaReputation
 from lichen.routing.scheduler import Scheduler
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
-from lichen.transport.handshake import Peer
-from lichen.wire.messages import Hardware, ManifestBody, Message, ModelInfo
-
-
-class _NoLink:
-    remote = "test"
-
-    async def send(self, msg: Message) -> None:
-        raise AssertionError("scheduling must not send")
-
-    async def recv(self) -> Message:
-        raise AssertionError("scheduling must not receive")
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        return None
-
+from node_kit import NoLink, offline_node
 
 _ACCOUNT = generate_key()
 
 
 def node(name: str, *models: str, slots: int = 2) -> NodeConnection:
-    device = generate_key()
-    cert = verify_device_certificate(
-        issue_device_certificate(_ACCOUNT, public_raw(device), name=name, now_ms=1), now_ms=2
-    )
-    pid = peer_id(public_raw(device))
-    manifest = ManifestBody(
-        name=name,
-        peer_id=pid,
-        hardware=Hardware(),
-        models=[ModelInfo(name=m, sha256="", engine="fake", slots=slots) for m in models],
-    )
-    return NodeConnection(_NoLink(), Peer(peer_id=pid, certificate=cert, trust="t"), manifest)
+    return offline_node(name, dict.fromkeys(models, slots), account=_ACCOUNT)
 
 
 # --- reputation ---------------------------------------------------------------------------
@@ -113,7 +86,7 @@ def test_a_newer_connection_of_the_same_peer_replaces_the_old_one() -> None:
     registry = Registry()
     old = node("a", "m")
     registry.add(old)
-    new = NodeConnection(_NoLink(), old.peer, old.state.manifest)
+    new = NodeConnection(NoLink(), old.peer, old.state.manifest)
     assert registry.add(new) is old
     assert list(registry.serving("m")) == [new]
     assert not registry.remove(old)  # the old link closing does not drop the new one
