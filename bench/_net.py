@@ -72,6 +72,7 @@ class BenchNetwork:
     procs: list[Proc] = field(default_factory=list)
     port: int = 0
     token: str = ""
+    extra: dict[str, str] = field(default_factory=dict)  # more LICHEN_* for every process
 
     @property
     def url(self) -> str:
@@ -90,7 +91,7 @@ class BenchNetwork:
             "LICHEN_OPERATOR_SURFACES": "open",  # the bench reads /v1/network
             "XDG_DATA_HOME": str(self.root / "xdg"),
         }
-        return env | (extra or {})
+        return env | self.extra | (extra or {})
 
     def _spawn(self, name: str, args: list[str], data_dir: Path | None = None) -> Proc:
         data_dir = data_dir or self.root / name

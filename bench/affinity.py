@@ -20,7 +20,7 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -63,16 +63,6 @@ WORDS = [
     "weed",
     "hose",
 ]
-
-
-@dataclass
-class AffinityNetwork(BenchNetwork):
-    """A bench network whose processes get extra settings (here: ``LICHEN_AFFINITY``)."""
-
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return super().env(self.extra | (extra or {}))
 
 
 @dataclass
@@ -134,7 +124,7 @@ async def conversation(
 
 
 def run_mode(affinity: bool, args: argparse.Namespace) -> tuple[list[Turn], list[int], float]:
-    net = AffinityNetwork(
+    net = BenchNetwork(
         threads=1,
         parallel=args.parallel,
         ctx_size=args.ctx_size,

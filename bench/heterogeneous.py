@@ -47,14 +47,8 @@ PROMPTS = [
 ]
 
 
-@dataclass
 class HeteroNetwork(BenchNetwork):
     """A bench network whose nodes may get different thread counts."""
-
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return super().env(self.extra | (extra or {}))
 
     def start_with_threads(self, name: str, threads: int, data_dir: Path | None = None) -> None:
         self.extra = {
