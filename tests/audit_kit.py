@@ -256,14 +256,13 @@ class AuditNet:
             network_key=self.identity.network_key,
             admission=OwnerAdmission(self.identity.account_public),
         )
-        self.scheduler = Scheduler(self.tracker.registry)
         self.audits = AuditService.build(
             models=[ReferenceModel(self.model, self.reference, self.sha256)],
             nodes=lambda: list(self.tracker.registry),
             quarantine_after=quarantine_after,
             timeout_s=300.0,
         )
-        self.scheduler.blocked = self.audits.quarantined
+        self.scheduler = Scheduler(self.tracker.registry, blocked=self.audits.quarantined)
         app = FastAPI()
         app.add_api_websocket_route(NODE_PATH, self.tracker.endpoint)
         await self.tracker.start()

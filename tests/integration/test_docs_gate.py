@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import httpx
 
-from lichen.gateway.app import GatewayDeps, create_app
-from lichen.gateway.completions import CompletionService
 from lichen.http.operator import OperatorGate
-from lichen.routing.router import Router
-from lichen.routing.scheduler import Scheduler
+from lichen.roles.gateway import GatewayOptions, build_gateway
 from lichen.tracker.registry import Registry
 
 TOKEN = "lop_" + "t" * 43
 
 
 def gated_client() -> httpx.AsyncClient:
-    registry = Registry()
-    scheduler = Scheduler(registry)
-    completions = CompletionService(
-        router=Router(scheduler), scheduler=scheduler, max_request_bytes=4096, timeout_s=5.0
-    )
-    app = create_app(
-        GatewayDeps(
-            registry=registry,
-            completions=completions,
-            operator=OperatorGate("operator", TOKEN),
-        )
-    )
+    app = build_gateway(
+        GatewayOptions(max_request_bytes=4096, timeout_s=5.0),
+        registry=Registry(),
+        operator=OperatorGate("operator", TOKEN),
+    ).app
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 

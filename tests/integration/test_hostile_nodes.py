@@ -167,7 +167,7 @@ class Net:
 
 
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[Net]:
+async def hostile_net(tmp_path: Path) -> AsyncIterator[Net]:
     network = await Net(tmp_path).start()
     try:
         yield network
@@ -209,23 +209,23 @@ async def failure(router: Router, request: GenerationRequest) -> LichenError:
     ids=["nan-speed", "inf-speed", "negative-queue", "negative-slots", "negative-speed"],
 )
 async def test_a_lying_heartbeat_is_a_protocol_error_and_the_node_is_dropped(
-    net: Net, beat: Heartbeat
+    hostile_net: Net, beat: Heartbeat
 ) -> None:
-    honest = await net.add_honest(FakeEngine(), "honest")
-    liar = await net.join("liar")
+    honest = await hostile_net.add_honest(FakeEngine(), "honest")
+    liar = await hostile_net.join("liar")
     await liar.send(beat)
     await liar.wait_closed()
     assert liar.error is not None and liar.error.code == ErrorCode.PROTOCOL_ERROR.value
-    await eventually(lambda: net.tracker.registry.get(liar.peer_id) is None, what="drop")
-    text, _ = await answer(net.router, chat())
+    await eventually(lambda: hostile_net.tracker.registry.get(liar.peer_id) is None, what="drop")
+    text, _ = await answer(hostile_net.router, chat())
     assert text == HONEST_TEXT  # the network keeps serving
-    assert net.conn(honest.peer_id).state.served == 1
+    assert hostile_net.conn(honest.peer_id).state.served == 1
 
 
-async def test_heartbeat_values_are_clamped_to_the_manifest(net: Net) -> None:
-    liar = await net.join("liar", models=[model_info(slots=3)])
+async def test_heartbeat_values_are_clamped_to_the_manifest(hostile_net: Net) -> None:
+    liar = await hostile_net.join("liar", models=[model_info(slots=3)])
     await liar.send(Heartbeat(free_slots=10**6, queue_depth=10**6, tokens_per_s=1e7))
-    st = net.conn(liar.peer_id).state
+    st = hostile_net.conn(liar.peer_id).state
     await eventually(lambda: st.free_slots == 3, what="the heartbeat")
     assert st.queue_depth == MAX_QUEUE_DEPTH
     assert st.tokens_per_s == MAX_TOKENS_PER_S
@@ -257,13 +257,13 @@ async def test_heartbeat_values_are_clamped_to_the_manifest(net: Net) -> None:
     ],
 )
 async def test_out_of_bounds_frames_close_the_link_with_a_typed_error(
-    net: Net, frame: JobChunk | JobEnd | Error | Telemetry
+    hostile_net: Net, frame: JobChunk | JobEnd | Error | Telemetry
 ) -> None:
-    liar = await net.join("liar")
+    liar = await hostile_net.join("liar")
     await liar.send(frame)
     await liar.wait_closed()
     assert liar.error is not None and liar.error.code == ErrorCode.PROTOCOL_ERROR.value
-    await eventually(lambda: len(net.tracker.registry) == 0, what="the node to be dropped")
+    await eventually(lambda: len(hostile_net.tracker.registry) == 0, what="the node to be dropped")
 
 
 @pytest.mark.parametrize(
@@ -276,34 +276,34 @@ async def test_out_of_bounds_frames_close_the_link_with_a_typed_error(
     ids=["garbage", "wrong-type", "oversized"],
 )
 async def test_malformed_frames_close_the_link_and_the_tracker_keeps_going(
-    net: Net, frame: bytes, code: ErrorCode
+    hostile_net: Net, frame: bytes, code: ErrorCode
 ) -> None:
-    liar = await net.join("liar")
+    liar = await hostile_net.join("liar")
     await liar.send_raw(frame)
     await liar.wait_closed()
     assert liar.error is not None and liar.error.code == code.value
-    await net.add_honest(FakeEngine(), "honest")  # the tracker still admits and serves
-    text, _ = await answer(net.router, chat())
+    await hostile_net.add_honest(FakeEngine(), "honest")  # the tracker still admits and serves
+    text, _ = await answer(hostile_net.router, chat())
     assert text == HONEST_TEXT
 
 
-async def test_a_node_flooding_frames_is_disconnected(net: Net) -> None:
-    honest = await net.add_honest(FakeEngine(), "honest")
-    flooder = await net.join("flooder")
+async def test_a_node_flooding_frames_is_disconnected(hostile_net: Net) -> None:
+    honest = await hostile_net.add_honest(FakeEngine(), "honest")
+    flooder = await hostile_net.join("flooder")
     beat = Heartbeat(free_slots=2, queue_depth=0, tokens_per_s=50.0)
     await flooder.flood(beat, int(FLOOD_BURST) * 4)
     await flooder.wait_closed()
     assert flooder.error is not None and flooder.error.code == ErrorCode.PROTOCOL_ERROR.value
     assert "too fast" in flooder.error.message
-    assert net.tracker.registry.get(honest.peer_id) is not None
-    text, _ = await answer(net.router, chat())
+    assert hostile_net.tracker.registry.get(honest.peer_id) is not None
+    text, _ = await answer(hostile_net.router, chat())
     assert text == HONEST_TEXT
 
 
-async def test_a_node_ignoring_the_credit_window_is_disconnected(net: Net) -> None:
+async def test_a_node_ignoring_the_credit_window_is_disconnected(hostile_net: Net) -> None:
     tokens = [f" t{i}" for i in range(50)]
-    pusher = await net.join("pusher", script=Script(tokens=tokens, ignore_window=True))
-    job = await net.conn(pusher.peer_id).start_job(chat(), deadline_ms=0, window=8)
+    pusher = await hostile_net.join("pusher", script=Script(tokens=tokens, ignore_window=True))
+    job = await hostile_net.conn(pusher.peer_id).start_job(chat(), deadline_ms=0, window=8)
     await pusher.wait_closed()  # nobody reads: 50 chunks overrun a window of 8
     assert pusher.error is not None and pusher.error.code == ErrorCode.PROTOCOL_ERROR.value
     with pytest.raises(LichenError) as info:
@@ -313,10 +313,10 @@ async def test_a_node_ignoring_the_credit_window_is_disconnected(net: Net) -> No
     await job.aclose()
 
 
-async def test_job_output_is_not_counted_as_a_flood(net: Net) -> None:
+async def test_job_output_is_not_counted_as_a_flood(hostile_net: Net) -> None:
     tokens = [f" t{i}" for i in range(int(FLOOD_BURST) + 100)]
-    await net.join("chatty", script=Script(tokens=tokens))
-    text, _ = await answer(net.router, chat())
+    await hostile_net.join("chatty", script=Script(tokens=tokens))
+    text, _ = await answer(hostile_net.router, chat())
     assert text == "".join(tokens)
 
 
@@ -347,17 +347,17 @@ async def test_job_output_is_not_counted_as_a_flood(net: Net) -> None:
     ],
 )
 async def test_oversized_or_malformed_manifests_are_refused(
-    net: Net, name: str, models: list[object]
+    hostile_net: Net, name: str, models: list[object]
 ) -> None:
-    liar = net.node("liar")
+    liar = hostile_net.node("liar")
     await liar.connect(manifest=liar.manifest(name=name, models=models))  # type: ignore[arg-type]
     await liar.wait_closed()
     assert liar.error is not None and liar.error.code == ErrorCode.MANIFEST_INVALID.value
-    assert len(net.tracker.registry) == 0
+    assert len(hostile_net.tracker.registry) == 0
 
 
-async def test_a_manifest_body_over_the_size_cap_is_refused(net: Net) -> None:
-    liar = net.node("liar")
+async def test_a_manifest_body_over_the_size_cap_is_refused(hostile_net: Net) -> None:
+    liar = hostile_net.node("liar")
     body = msgspec.msgpack.decode(liar.manifest().body)
     body["padding"] = "x" * 100_000  # unknown fields are ignored, but still bytes to hold
     raw = msgspec.msgpack.encode(body)
@@ -366,56 +366,56 @@ async def test_a_manifest_body_over_the_size_cap_is_refused(net: Net) -> None:
     assert liar.error is not None and liar.error.code == ErrorCode.MANIFEST_INVALID.value
 
 
-async def test_a_later_manifest_with_too_many_models_disconnects_the_node(net: Net) -> None:
-    liar = await net.join("liar")
+async def test_a_later_manifest_with_too_many_models_disconnects_the_node(hostile_net: Net) -> None:
+    liar = await hostile_net.join("liar")
     await liar.send(liar.manifest(models=[model_info(f"m{i}") for i in range(8000)]))
     await liar.wait_closed()
     assert liar.error is not None and liar.error.code == ErrorCode.MANIFEST_INVALID.value
-    await eventually(lambda: not net.tracker.registry.has_model("m7999"), what="no models")
-    assert not net.tracker.registry.has_model(MODEL)
+    await eventually(lambda: not hostile_net.tracker.registry.has_model("m7999"), what="no models")
+    assert not hostile_net.tracker.registry.has_model(MODEL)
 
 
 # --- 3. router: first-token timeout, cancel, cleanup, client errors -------------------
 
 
 async def test_a_node_that_never_starts_answering_fails_over_and_loses_reputation(
-    net: Net,
+    hostile_net: Net,
 ) -> None:
-    staller = await net.join("staller", script=Script(stall=True))
-    await net.add_honest(FakeEngine(), "honest")
-    assert net.scheduler.candidates(MODEL)[0].peer_id == staller.peer_id  # it ranks first
-    before = net.scheduler.reputation.score(staller.peer_id)
-    text, _ = await answer(net.router, chat())
+    staller = await hostile_net.join("staller", script=Script(stall=True))
+    await hostile_net.add_honest(FakeEngine(), "honest")
+    assert hostile_net.scheduler.candidates(MODEL)[0].peer_id == staller.peer_id  # it ranks first
+    before = hostile_net.scheduler.reputation.score(staller.peer_id)
+    text, _ = await answer(hostile_net.router, chat())
     assert text == HONEST_TEXT
     assert [j.job_id for j in staller.jobs] == staller.cancels  # its job was cancelled
-    assert net.conn(staller.peer_id).state.failures == 1
-    assert net.scheduler.reputation.score(staller.peer_id) < before
+    assert hostile_net.conn(staller.peer_id).state.failures == 1
+    assert hostile_net.scheduler.reputation.score(staller.peer_id) < before
     # Its lies stop paying: a few requests on, every one answered, it no longer ranks first.
     for _ in range(3):
-        text, _ = await answer(net.router, chat())
+        text, _ = await answer(hostile_net.router, chat())
         assert text == HONEST_TEXT
     assert len(staller.jobs) <= 3
-    assert net.scheduler.candidates(MODEL)[0].peer_id != staller.peer_id
+    assert hostile_net.scheduler.candidates(MODEL)[0].peer_id != staller.peer_id
 
 
 async def test_a_job_queued_behind_busy_slots_is_not_blamed_for_a_late_first_token(
-    net: Net,
+    hostile_net: Net,
 ) -> None:
     engine = FakeEngine(slots=1, fail_after=0, failure="stall")  # its one slot hangs
-    busy = await net.add_honest(engine, "busy")
-    held = await net.conn(busy.peer_id).start_job(chat(), deadline_ms=0)
-    before = net.scheduler.reputation.score(busy.peer_id)
-    error = await failure(net.router, chat())  # waits in the node's queue past the timeout
+    busy = await hostile_net.add_honest(engine, "busy")
+    held = await hostile_net.conn(busy.peer_id).start_job(chat(), deadline_ms=0)
+    before = hostile_net.scheduler.reputation.score(busy.peer_id)
+    error = await failure(hostile_net.router, chat())  # waits in the node's queue past the timeout
     assert error.code is ErrorCode.NO_CAPACITY
-    assert net.conn(busy.peer_id).state.failures == 0
-    assert net.scheduler.reputation.score(busy.peer_id) == before
+    assert hostile_net.conn(busy.peer_id).state.failures == 0
+    assert hostile_net.scheduler.reputation.score(busy.peer_id) == before
     await held.aclose()
 
 
-async def test_a_consumer_leaving_before_the_first_token_cancels_the_job(net: Net) -> None:
-    net.router.first_token_timeout_s = None  # only the consumer leaving can end it
-    staller = await net.join("staller", script=Script(stall=True))
-    events = net.router.stream(chat(), deadline_s=30)
+async def test_a_consumer_leaving_before_the_first_token_cancels_the_job(hostile_net: Net) -> None:
+    hostile_net.router.first_token_timeout_s = None  # only the consumer leaving can end it
+    staller = await hostile_net.join("staller", script=Script(stall=True))
+    events = hostile_net.router.stream(chat(), deadline_s=30)
     waiting = asyncio.ensure_future(anext(events))
     await eventually(lambda: len(staller.jobs) == 1, what="the job to reach the node")
     waiting.cancel()
@@ -423,7 +423,7 @@ async def test_a_consumer_leaving_before_the_first_token_cancels_the_job(net: Ne
         await waiting
     await events.aclose()
     await eventually(lambda: staller.cancels == [staller.jobs[0].job_id], what="JobCancel")
-    assert net.conn(staller.peer_id).state.failures == 0  # the client left: not its fault
+    assert hostile_net.conn(staller.peer_id).state.failures == 0  # the client left: not its fault
 
 
 @pytest.mark.parametrize(
@@ -439,29 +439,29 @@ async def test_a_consumer_leaving_before_the_first_token_cancels_the_job(net: Ne
     ids=["seed-2**64", "seed-2**63", "max-tokens-2**64", "nan-temperature", "inf-top-p", "stops"],
 )
 async def test_a_request_the_wire_cannot_carry_is_the_clients_error_and_leaks_nothing(
-    net: Net, params: dict[str, object], param: str | None
+    hostile_net: Net, params: dict[str, object], param: str | None
 ) -> None:
-    node = await net.join("node")
+    node = await hostile_net.join("node")
     request = GenerationRequest(
         kind="chat",
         model=MODEL,
         messages=[ChatMessage(role="user", content="hi")],
         params=SamplingParams(**params),  # type: ignore[arg-type]
     )
-    error = await failure(net.router, request)
+    error = await failure(hostile_net.router, request)
     assert error.code is ErrorCode.INVALID_REQUEST
     if param is not None:
         assert error.param == param
     assert node.jobs == []  # nothing reached the node
-    conn = net.conn(node.peer_id)
+    conn = hostile_net.conn(node.peer_id)
     assert conn.state.inflight == 0 and conn.state.failures == 0
 
 
 async def test_any_exception_while_starting_a_job_releases_it(
-    net: Net, monkeypatch: pytest.MonkeyPatch
+    hostile_net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    node = await net.join("node")
-    conn = net.conn(node.peer_id)
+    node = await hostile_net.join("node")
+    conn = hostile_net.conn(node.peer_id)
 
     async def broken(_msg: object) -> None:
         raise RuntimeError("a bug on the way out")
@@ -482,91 +482,99 @@ async def test_any_exception_while_starting_a_job_releases_it(
         ErrorCode.CONTENT_POLICY_VIOLATION,
     ],
 )
-async def test_client_caused_errors_are_not_retried_or_counted(net: Net, code: ErrorCode) -> None:
-    picky = await net.join("picky", script=Script(error=(code.value, "your request is bad")))
-    honest = await net.add_honest(FakeEngine(), "honest")
-    before = net.scheduler.reputation.score(picky.peer_id)
-    error = await failure(net.router, chat())
+async def test_client_caused_errors_are_not_retried_or_counted(
+    hostile_net: Net, code: ErrorCode
+) -> None:
+    picky = await hostile_net.join(
+        "picky", script=Script(error=(code.value, "your request is bad"))
+    )
+    honest = await hostile_net.add_honest(FakeEngine(), "honest")
+    before = hostile_net.scheduler.reputation.score(picky.peer_id)
+    error = await failure(hostile_net.router, chat())
     assert error.code is code
     assert honest.engine.requests == []  # not retried elsewhere
-    assert net.conn(picky.peer_id).state.failures == 0
-    assert net.scheduler.reputation.score(picky.peer_id) == before
+    assert hostile_net.conn(picky.peer_id).state.failures == 0
+    assert hostile_net.scheduler.reputation.score(picky.peer_id) == before
 
 
 @pytest.mark.parametrize(
     "code", ["insufficient_quota", "invalid_api_key", "rate_limit_exceeded", "made-up"]
 )
-async def test_a_node_claiming_errors_it_cannot_know_is_failed_over(net: Net, code: str) -> None:
-    liar = await net.join("liar", script=Script(error=(code, "pay up")))
-    await net.add_honest(FakeEngine(), "honest")
-    text, _ = await answer(net.router, chat())
+async def test_a_node_claiming_errors_it_cannot_know_is_failed_over(
+    hostile_net: Net, code: str
+) -> None:
+    liar = await hostile_net.join("liar", script=Script(error=(code, "pay up")))
+    await hostile_net.add_honest(FakeEngine(), "honest")
+    text, _ = await answer(hostile_net.router, chat())
     assert text == HONEST_TEXT
-    assert net.conn(liar.peer_id).state.failures == 1
+    assert hostile_net.conn(liar.peer_id).state.failures == 1
 
 
-async def test_a_node_denying_a_model_it_advertised_is_failed_over(net: Net) -> None:
-    liar = await net.join("liar", script=Script(error=("model_not_found", "no such model")))
-    await net.add_honest(FakeEngine(), "honest")
-    text, _ = await answer(net.router, chat())
+async def test_a_node_denying_a_model_it_advertised_is_failed_over(hostile_net: Net) -> None:
+    liar = await hostile_net.join("liar", script=Script(error=("model_not_found", "no such model")))
+    await hostile_net.add_honest(FakeEngine(), "honest")
+    text, _ = await answer(hostile_net.router, chat())
     assert text == HONEST_TEXT
-    assert net.scheduler.reputation.score(liar.peer_id) < 0.9
+    assert hostile_net.scheduler.reputation.score(liar.peer_id) < 0.9
 
 
 # --- 4. stalled consumers ----------------------------------------------------------------
 
 
 async def test_a_consumer_that_stops_reading_has_its_job_cancelled_with_a_timeout(
-    net: Net,
+    hostile_net: Net,
 ) -> None:
-    net.router.stall_timeout_s = 0.3
+    hostile_net.router.stall_timeout_s = 0.3
     engine = FakeEngine([f" w{i}" for i in range(500)])
-    node = await net.add_honest(engine, "honest")
-    events = net.router.stream(chat(), deadline_s=30)
+    node = await hostile_net.add_honest(engine, "honest")
+    events = hostile_net.router.stream(chat(), deadline_s=30)
     first = await anext(events)
     assert isinstance(first, Delta)
     # The consumer stops pulling: within the stall timeout the node's slot is given back.
     await eventually(lambda: engine.cancelled == 1, what="the engine to be cancelled")
-    await eventually(net.idle, what="the job to be released")
+    await eventually(hostile_net.idle, what="the job to be released")
     assert engine.finished == 0
     with pytest.raises(LichenError) as info:
         async for _event in events:
             pass  # what was already delivered comes first, then the typed end
     assert info.value.code is ErrorCode.TIMEOUT
     await events.aclose()
-    assert net.conn(node.peer_id).state.failures == 0  # the node did nothing wrong
+    assert hostile_net.conn(node.peer_id).state.failures == 0  # the node did nothing wrong
 
 
-async def test_a_reading_consumer_is_never_stalled_out(net: Net) -> None:
-    net.router.stall_timeout_s = 0.3
-    await net.add_honest(FakeEngine(ANSWER, delay_s=0.1), "slow")  # slow node, not client
-    text, _ = await answer(net.router, chat())
+async def test_a_reading_consumer_is_never_stalled_out(hostile_net: Net) -> None:
+    hostile_net.router.stall_timeout_s = 0.3
+    await hostile_net.add_honest(FakeEngine(ANSWER, delay_s=0.1), "slow")  # slow node, not client
+    text, _ = await answer(hostile_net.router, chat())
     assert text == HONEST_TEXT
 
 
 # --- 5. bounded node queues --------------------------------------------------------------
 
 
-async def test_a_full_node_refuses_and_the_router_fails_over(net: Net) -> None:
-    full = await net.join("full", script=Script(error=("no_capacity", "slots and queue full")))
-    spare = await net.add_honest(FakeEngine(), "spare")
-    before = net.scheduler.reputation.score(full.peer_id)
-    text, _ = await answer(net.router, chat())
+async def test_a_full_node_refuses_and_the_router_fails_over(hostile_net: Net) -> None:
+    full = await hostile_net.join(
+        "full", script=Script(error=("no_capacity", "slots and queue full"))
+    )
+    spare = await hostile_net.add_honest(FakeEngine(), "spare")
+    before = hostile_net.scheduler.reputation.score(full.peer_id)
+    text, _ = await answer(hostile_net.router, chat())
     assert text == HONEST_TEXT
     assert len(full.jobs) == 1 and spare.engine.finished == 1
-    assert net.conn(full.peer_id).state.failures == 0  # full is not failed
-    assert net.scheduler.reputation.score(full.peer_id) == before
+    assert hostile_net.conn(full.peer_id).state.failures == 0  # full is not failed
+    assert hostile_net.scheduler.reputation.score(full.peer_id) == before
 
 
-async def test_every_node_full_is_no_capacity_with_retry_after(net: Net) -> None:
+async def test_every_node_full_is_no_capacity_with_retry_after(hostile_net: Net) -> None:
     full = FakeEngine(slots=1, fail_after=0, failure="stall")
-    busy = await net.add_honest(full, "busy")
-    conn = net.conn(busy.peer_id)
+    busy = await hostile_net.add_honest(full, "busy")
+    conn = hostile_net.conn(busy.peer_id)
     capacity = busy.agent.runner.capacity(MODEL)
     assert capacity == 1 + QUEUE_PER_SLOT
     held = [await conn.start_job(chat(), deadline_ms=0) for _ in range(capacity)]
     await eventually(lambda: full.active == capacity, what="the jobs to start")
-    net.router.first_token_timeout_s = None
-    error = await failure(net.router, chat())
+    hostile_net.router.first_token_timeout_s = None
+    error = await failure(hostile_net.router, chat())
     assert error.code is ErrorCode.NO_CAPACITY
     assert error.headers.get("Retry-After") == "1"
     assert busy.agent.runner.refused == 1
@@ -590,41 +598,43 @@ BAD_OUTPUT = {  # each sends the honest answer's tokens, so a resume can finish 
 
 
 @pytest.mark.parametrize("script", list(BAD_OUTPUT.values()), ids=list(BAD_OUTPUT))
-async def test_malformed_output_before_the_first_token_fails_over(net: Net, script: Script) -> None:
-    liar = await net.join("liar", script=script, models=[model_info(context=4096)])
-    await net.add_honest(FakeEngine(), "honest")
-    before = net.scheduler.reputation.score(liar.peer_id)
+async def test_malformed_output_before_the_first_token_fails_over(
+    hostile_net: Net, script: Script
+) -> None:
+    liar = await hostile_net.join("liar", script=script, models=[model_info(context=4096)])
+    await hostile_net.add_honest(FakeEngine(), "honest")
+    before = hostile_net.scheduler.reputation.score(liar.peer_id)
     # A bad JobEnd comes after the whole text: the resume then only finishes it.
-    text, finish = await answer(net.router, chat(max_tokens=64))
+    text, finish = await answer(hostile_net.router, chat(max_tokens=64))
     assert text == HONEST_TEXT
     assert finish.finish_reason == "stop"
-    assert net.conn(liar.peer_id).state.failures == 1
-    assert net.scheduler.reputation.score(liar.peer_id) < before
+    assert hostile_net.conn(liar.peer_id).state.failures == 1
+    assert hostile_net.scheduler.reputation.score(liar.peer_id) < before
     await eventually(lambda: liar.cancels == [liar.jobs[0].job_id], what="JobCancel")
 
 
-async def test_malformed_output_mid_stream_resumes_on_an_honest_node(net: Net) -> None:
-    liar = await net.join("liar", script=Script(tokens=ANSWER, skip_seq=3))
-    honest = await net.add_honest(FakeEngine(), "honest")
-    text, _ = await answer(net.router, chat())
+async def test_malformed_output_mid_stream_resumes_on_an_honest_node(hostile_net: Net) -> None:
+    liar = await hostile_net.join("liar", script=Script(tokens=ANSWER, skip_seq=3))
+    honest = await hostile_net.add_honest(FakeEngine(), "honest")
+    text, _ = await answer(hostile_net.router, chat())
     assert text == HONEST_TEXT  # nothing repeated, nothing lost
     assert honest.engine.requests[0].continuation == "".join(ANSWER[:3])
-    assert net.conn(liar.peer_id).state.failures == 1
+    assert hostile_net.conn(liar.peer_id).state.failures == 1
 
 
-async def test_a_node_falling_silent_mid_stream_is_resumed_elsewhere(net: Net) -> None:
-    liar = await net.join("liar", script=Script(ANSWER, stop_after=3))
-    honest = await net.add_honest(FakeEngine(), "honest")
-    text, _ = await answer(net.router, chat())
+async def test_a_node_falling_silent_mid_stream_is_resumed_elsewhere(hostile_net: Net) -> None:
+    liar = await hostile_net.join("liar", script=Script(ANSWER, stop_after=3))
+    honest = await hostile_net.add_honest(FakeEngine(), "honest")
+    text, _ = await answer(hostile_net.router, chat())
     assert text == HONEST_TEXT
     assert honest.engine.requests[0].continuation == "".join(ANSWER[:3])
-    assert net.conn(liar.peer_id).state.failures == 1
+    assert hostile_net.conn(liar.peer_id).state.failures == 1
     await eventually(lambda: liar.cancels == [liar.jobs[0].job_id], what="JobCancel")
 
 
-async def test_malformed_output_with_nowhere_to_go_is_node_failed(net: Net) -> None:
-    await net.join("liar", script=Script(tool_calls="{not json"))
-    error = await failure(net.router, chat())
+async def test_malformed_output_with_nowhere_to_go_is_node_failed(hostile_net: Net) -> None:
+    await hostile_net.join("liar", script=Script(tool_calls="{not json"))
+    error = await failure(hostile_net.router, chat())
     assert error.code is ErrorCode.NODE_FAILED
     assert "tool_calls" in error.message
 
@@ -642,16 +652,16 @@ BAD_VECTORS = {
 
 
 @pytest.mark.parametrize("script", list(BAD_VECTORS.values()), ids=list(BAD_VECTORS))
-async def test_bad_embeddings_are_the_nodes_failure(net: Net, script: Script) -> None:
+async def test_bad_embeddings_are_the_nodes_failure(hostile_net: Net, script: Script) -> None:
     models = [model_info(embeddings=True)]
-    liar = await net.join("liar", script=script, models=models)
+    liar = await hostile_net.join("liar", script=script, models=models)
     request = EmbeddingRequest(model=MODEL, inputs=["a", "b"], dimensions=4)
     with pytest.raises(LichenError) as info:
-        await net.embedder.embed(request, deadline_s=5)
+        await hostile_net.embedder.embed(request, deadline_s=5)
     assert info.value.code is ErrorCode.NODE_FAILED  # a 502, never the client's 400
-    assert net.conn(liar.peer_id).state.failures == 1
-    honest = await net.join("honest", models=models)
-    done = await net.embedder.embed(request, deadline_s=5)
+    assert hostile_net.conn(liar.peer_id).state.failures == 1
+    honest = await hostile_net.join("honest", models=models)
+    done = await hostile_net.embedder.embed(request, deadline_s=5)
     assert done.peer_id == honest.peer_id
     assert done.result.vectors == [pack_vector([0.5, 0.25, 0.0, 1.0])] * 2
 
@@ -660,16 +670,18 @@ async def test_bad_embeddings_are_the_nodes_failure(net: Net, script: Script) ->
     "script", [Script(error=("node_failed", "boom")), Script(stall=True)], ids=["fails", "stalls"]
 )
 async def test_an_embedding_node_that_fails_or_never_answers_is_replaced(
-    net: Net, script: Script
+    hostile_net: Net, script: Script
 ) -> None:
-    net.embedder.answer_timeout_s = 0.5
+    hostile_net.embedder.answer_timeout_s = 0.5
     models = [model_info(embeddings=True)]
-    liar = await net.join("liar", script=script, models=models)
-    honest = await net.join("honest", models=models, beat=Beat())
-    before = net.scheduler.reputation.score(liar.peer_id)
-    done = await net.embedder.embed(EmbeddingRequest(model=MODEL, inputs=["a"]), deadline_s=5)
+    liar = await hostile_net.join("liar", script=script, models=models)
+    honest = await hostile_net.join("honest", models=models, beat=Beat())
+    before = hostile_net.scheduler.reputation.score(liar.peer_id)
+    done = await hostile_net.embedder.embed(
+        EmbeddingRequest(model=MODEL, inputs=["a"]), deadline_s=5
+    )
     assert done.peer_id == honest.peer_id
-    assert net.scheduler.reputation.score(liar.peer_id) < before
+    assert hostile_net.scheduler.reputation.score(liar.peer_id) < before
     if script.stall:
         await eventually(lambda: liar.cancels == [liar.embeds[0].job_id], what="JobCancel")
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from lichen.clock import ManualClock
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.certs import DeviceCertificate, issue_device_certificate
 from lichen.identity.certs import verify_device_certificate as verify_cert
 from lichen.identity.invites import create_invite, parse_invite
 from lichen.identity.signing import generate_key, peer_id, public_raw
 from lichen.identity.store import now_ms
+from lichen.ratelimit import MemoryBackend
 from lichen.storage.engine import create_engine, migrate
 from lichen.storage.membership import InviteRecord, MemberRecord, MembershipRepository
 from lichen.tracker.membership import AdmissionLimiter, InviteAdmission, SeenBuffer, remote_ip
@@ -94,7 +96,7 @@ def device(account: Ed25519PrivateKey | None = None, name: str = "n") -> DeviceC
 
 
 @pytest.fixture
-async def net(repo: MembershipRepository) -> Network:
+async def membership_net(repo: MembershipRepository) -> Network:
     return Network(repo)
 
 
@@ -107,49 +109,49 @@ async def refused(coro: object) -> LichenError:
 # --- private networks -------------------------------------------------------------------
 
 
-async def test_owner_devices_join_without_an_invite(net: Network) -> None:
-    cert = device(net.owner, "mine")
-    assert await net.admission().admit(cert, "", "127.0.0.1:5") == "owner"
-    member = await net.repo.member(peer_id(cert.device_key))
+async def test_owner_devices_join_without_an_invite(membership_net: Network) -> None:
+    cert = device(membership_net.owner, "mine")
+    assert await membership_net.admission().admit(cert, "", "127.0.0.1:5") == "owner"
+    member = await membership_net.repo.member(peer_id(cert.device_key))
     assert member is not None and member.status == "approved" and member.trust == "owner"
 
 
-async def test_unknown_device_without_invite_is_identity_unknown(net: Network) -> None:
-    error = await refused(net.admission().admit(device(), "", "10.0.0.1:1"))
+async def test_unknown_device_without_invite_is_identity_unknown(membership_net: Network) -> None:
+    error = await refused(membership_net.admission().admit(device(), "", "10.0.0.1:1"))
     assert error.code is ErrorCode.IDENTITY_UNKNOWN
-    assert await net.repo.members() == []  # nothing recorded for a refused stranger
+    assert await membership_net.repo.members() == []  # nothing recorded for a refused stranger
 
 
-async def test_invited_device_waits_for_approval_then_joins(net: Network) -> None:
-    admission = net.admission()
+async def test_invited_device_waits_for_approval_then_joins(membership_net: Network) -> None:
+    admission = membership_net.admission()
     cert = device(name="volunteer")
     pid = peer_id(cert.device_key)
-    token = await net.invite(max_uses=1)
+    token = await membership_net.invite(max_uses=1)
     error = await refused(admission.admit(cert, token, "10.0.0.1:1"))
     assert error.code is ErrorCode.MEMBERSHIP_PENDING
     assert f"lichen network approve {pid}" in error.message
     # Retrying while pending neither admits it nor uses the invite again.
     error = await refused(admission.admit(cert, token, "10.0.0.1:1"))
     assert error.code is ErrorCode.MEMBERSHIP_PENDING
-    (invite,) = await net.repo.invites()
+    (invite,) = await membership_net.repo.invites()
     assert invite.uses == 1
-    assert await net.repo.set_status(pid, "approved", now_ms=now_ms())
+    assert await membership_net.repo.set_status(pid, "approved", now_ms=now_ms())
     assert await admission.admit(cert, "", "10.0.0.1:1") == "community"
-    member = await net.repo.member(pid)
+    member = await membership_net.repo.member(pid)
     assert member is not None and (member.name, member.invite_id) == ("volunteer", invite.id)
 
 
-async def test_revoked_device_is_refused_even_with_a_fresh_invite(net: Network) -> None:
-    admission = net.admission("public")
+async def test_revoked_device_is_refused_even_with_a_fresh_invite(membership_net: Network) -> None:
+    admission = membership_net.admission("public")
     cert = device()
     pid = peer_id(cert.device_key)
-    assert await admission.admit(cert, await net.invite(), "10.0.0.1:1") == "community"
-    await net.repo.set_status(pid, "revoked", now_ms=now_ms())
+    assert await admission.admit(cert, await membership_net.invite(), "10.0.0.1:1") == "community"
+    await membership_net.repo.set_status(pid, "revoked", now_ms=now_ms())
     # The tracker's watcher sees the change in the database and tells admission.
-    watcher = RevocationWatcher(net.repo, _never_connected, forget=admission.forget)
+    watcher = RevocationWatcher(membership_net.repo, _never_connected, forget=admission.forget)
     watcher._since = 0
     await watcher.poll_once()
-    error = await refused(admission.admit(cert, await net.invite(), "10.0.0.1:1"))
+    error = await refused(admission.admit(cert, await membership_net.invite(), "10.0.0.1:1"))
     assert error.code is ErrorCode.IDENTITY_REVOKED
 
 
@@ -158,22 +160,22 @@ async def _never_connected(_pid: str, _error: LichenError) -> bool:
 
 
 async def test_approved_members_are_admitted_from_memory(
-    net: Network, monkeypatch: pytest.MonkeyPatch
+    membership_net: Network, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cert = device()
-    await net.admission("public").admit(cert, "", "10.0.0.1:1")
-    restarted = net.admission("private")  # a fresh tracker process
+    await membership_net.admission("public").admit(cert, "", "10.0.0.1:1")
+    restarted = membership_net.admission("private")  # a fresh tracker process
     assert await restarted.preload() == 1
 
     async def no_reads(_pid: str) -> None:
         raise AssertionError("a preloaded member must not cost a database read")
 
-    monkeypatch.setattr(net.repo, "member", no_reads)
+    monkeypatch.setattr(membership_net.repo, "member", no_reads)
     assert await restarted.admit(cert, "", "10.0.0.1:1") == "community"
 
 
-async def test_known_device_under_another_account_is_refused(net: Network) -> None:
-    admission = net.admission("public")
+async def test_known_device_under_another_account_is_refused(membership_net: Network) -> None:
+    admission = membership_net.admission("public")
     cert = device()
     await admission.admit(cert, "", "10.0.0.1:1")
     other = verify_cert(
@@ -187,26 +189,26 @@ async def test_known_device_under_another_account_is_refused(net: Network) -> No
 # --- invites ----------------------------------------------------------------------------
 
 
-async def test_expired_invite_is_refused(net: Network) -> None:
-    token = await net.invite(ttl_s=1, issued_ms=now_ms() - 10_000)
-    error = await refused(net.admission("public").admit(device(), token, "10.0.0.1:1"))
+async def test_expired_invite_is_refused(membership_net: Network) -> None:
+    token = await membership_net.invite(ttl_s=1, issued_ms=now_ms() - 10_000)
+    error = await refused(membership_net.admission("public").admit(device(), token, "10.0.0.1:1"))
     assert error.code is ErrorCode.INVITE_INVALID and "expired" in error.message
 
 
-async def test_over_used_invite_is_refused(net: Network) -> None:
-    admission = net.admission("public")
-    token = await net.invite(max_uses=2)
+async def test_over_used_invite_is_refused(membership_net: Network) -> None:
+    admission = membership_net.admission("public")
+    token = await membership_net.invite(max_uses=2)
     for _ in range(2):
         assert await admission.admit(device(), token, "10.0.0.1:1") == "community"
     error = await refused(admission.admit(device(), token, "10.0.0.1:1"))
     assert error.code is ErrorCode.INVITE_INVALID and "used up" in error.message
-    (invite,) = await net.repo.invites()
+    (invite,) = await membership_net.repo.invites()
     assert invite.uses == 2
 
 
-async def test_concurrent_joins_cannot_overuse_an_invite(net: Network) -> None:
-    admission = net.admission("public")
-    token = await net.invite(max_uses=3)
+async def test_concurrent_joins_cannot_overuse_an_invite(membership_net: Network) -> None:
+    admission = membership_net.admission("public")
+    token = await membership_net.invite(max_uses=3)
     results = await asyncio.gather(
         *(admission.admit(device(), token, f"10.0.0.{i}:1") for i in range(8)),
         return_exceptions=True,
@@ -214,32 +216,36 @@ async def test_concurrent_joins_cannot_overuse_an_invite(net: Network) -> None:
     admitted = [r for r in results if r == "community"]
     codes = {r.code for r in results if isinstance(r, LichenError)}
     assert len(admitted) == 3 and codes == {ErrorCode.INVITE_INVALID}
-    assert len(await net.repo.members()) == 3
+    assert len(await membership_net.repo.members()) == 3
 
 
-async def test_two_links_of_one_device_spend_a_single_use_invite_once(net: Network) -> None:
+async def test_two_links_of_one_device_spend_a_single_use_invite_once(
+    membership_net: Network,
+) -> None:
     """A node opens its job link and its model-transfer link at once, with one invite."""
-    admission = net.admission("public")
-    token = await net.invite(max_uses=1)
+    admission = membership_net.admission("public")
+    token = await membership_net.invite(max_uses=1)
     cert = device()
     results = await asyncio.gather(
         *(admission.admit(cert, token, "10.0.0.1:1") for _ in range(2)), return_exceptions=True
     )
     assert results == ["community", "community"]
-    (invite,) = await net.repo.invites()
+    (invite,) = await membership_net.repo.invites()
     assert invite.uses == 1
     error = await refused(admission.admit(device(), token, "10.0.0.2:1"))
     assert error.code is ErrorCode.INVITE_INVALID
 
 
-async def test_foreign_revoked_unknown_wrong_role_and_tampered_invites(net: Network) -> None:
-    admission = net.admission("public")
-    foreign = await net.invite(key=generate_key())
-    revoked = await net.invite()
-    await net.repo.revoke_invite(parse_invite(revoked).invite_id)
-    unknown = await net.invite(record=False)  # signed by this network, but not in its DB
-    wrong_role = await net.invite(roles=["gateway"])
-    good = await net.invite()
+async def test_foreign_revoked_unknown_wrong_role_and_tampered_invites(
+    membership_net: Network,
+) -> None:
+    admission = membership_net.admission("public")
+    foreign = await membership_net.invite(key=generate_key())
+    revoked = await membership_net.invite()
+    await membership_net.repo.revoke_invite(parse_invite(revoked).invite_id)
+    unknown = await membership_net.invite(record=False)  # signed by this network, but not in its DB
+    wrong_role = await membership_net.invite(roles=["gateway"])
+    good = await membership_net.invite()
     tampered = good[:-6] + ("A" if good[-6] != "A" else "B") + good[-5:]
     cases = {
         "foreign": (foreign, "another network"),
@@ -252,21 +258,21 @@ async def test_foreign_revoked_unknown_wrong_role_and_tampered_invites(net: Netw
         error = await refused(admission.admit(device(), token, "10.0.0.1:1"))
         assert error.code is ErrorCode.INVITE_INVALID, name
         assert words in error.message, (name, error.message)
-    assert await net.repo.members() == []
+    assert await membership_net.repo.members() == []
 
 
 # --- public networks --------------------------------------------------------------------
 
 
-async def test_public_network_admits_strangers_with_a_per_ip_limit(net: Network) -> None:
-    admission = net.admission("public", per_ip=2)
+async def test_public_network_admits_strangers_with_a_per_ip_limit(membership_net: Network) -> None:
+    admission = membership_net.admission("public", per_ip=2)
     for _ in range(2):
         assert await admission.admit(device(), "", "10.0.0.1:4000") == "community"
     error = await refused(admission.admit(device(), "", "10.0.0.1:4001"))
     assert error.code is ErrorCode.RATE_LIMITED
     assert await admission.admit(device(), "", "10.0.0.2:4000") == "community"  # another IP
     # Known devices reconnect from the limited IP without counting against it.
-    first = (await net.repo.members())[0]
+    first = (await membership_net.repo.members())[0]
     cert = DeviceCertificate(
         device_key=first.device_key,
         account_key=first.account_key,
@@ -278,17 +284,19 @@ async def test_public_network_admits_strangers_with_a_per_ip_limit(net: Network)
     assert await admission.admit(cert, "", "10.0.0.1:4002") == "community"
 
 
-def test_limiter_window_slides_and_memory_is_bounded() -> None:
-    now = [0.0]
-    limiter = AdmissionLimiter(1, window_s=60, max_ips=2, clock=lambda: now[0])
-    limiter.note("a")
-    with pytest.raises(LichenError):
-        limiter.check("a")
-    now[0] = 61.0
-    limiter.check("a")  # the window moved on
-    limiter.note("b")
-    limiter.note("c")
-    assert len(limiter._seen) == 2
+async def test_limiter_window_resets_and_memory_is_bounded() -> None:
+    clock = ManualClock(0.0)
+    limiter = AdmissionLimiter(1, window_s=60, max_ips=2, clock=clock)
+    await limiter.take("a")
+    error = await refused(limiter.take("a"))
+    assert error.code is ErrorCode.RATE_LIMITED and error.headers["Retry-After"] == "60"
+    clock.advance(61)
+    await limiter.take("a")  # the next window
+    await limiter.take("b")
+    await limiter.take("c")
+    backend = limiter.limiter.backend
+    assert isinstance(backend, MemoryBackend) and len(backend) == 2  # oldest counters dropped
+    assert "10.0.0.1" not in limiter.subject("10.0.0.1")  # counted under a keyed hash
 
 
 @pytest.mark.parametrize(
@@ -302,21 +310,21 @@ def test_remote_ip(remote: str, ip: str) -> None:
 # --- repository -------------------------------------------------------------------------
 
 
-async def test_find_by_prefix_and_name(net: Network) -> None:
-    admission = net.admission("public")
+async def test_find_by_prefix_and_name(membership_net: Network) -> None:
+    admission = membership_net.admission("public")
     a, b = device(name="alpha"), device(name="beta")
     await admission.admit(a, "", "10.0.0.1:1")
     await admission.admit(b, "", "10.0.0.2:1")
     pid = peer_id(a.device_key)
-    assert (await net.repo.find_member(pid[:12])).peer_id == pid
-    assert (await net.repo.find_member("beta")).peer_id == peer_id(b.device_key)
-    error = await refused(net.repo.find_member("lp-"))
+    assert (await membership_net.repo.find_member(pid[:12])).peer_id == pid
+    assert (await membership_net.repo.find_member("beta")).peer_id == peer_id(b.device_key)
+    error = await refused(membership_net.repo.find_member("lp-"))
     assert error.code is ErrorCode.INVALID_REQUEST  # ambiguous
-    error = await refused(net.repo.find_member("nobody"))
+    error = await refused(membership_net.repo.find_member("nobody"))
     assert error.code is ErrorCode.NOT_FOUND
-    await net.invite()
-    (invite,) = await net.repo.invites()
-    assert (await net.repo.find_invite(invite.id[:6])).id == invite.id
+    await membership_net.invite()
+    (invite,) = await membership_net.repo.invites()
+    assert (await membership_net.repo.find_invite(invite.id[:6])).id == invite.id
 
 
 async def test_member_records_round_trip(repo: MembershipRepository) -> None:
@@ -340,9 +348,9 @@ async def test_member_records_round_trip(repo: MembershipRepository) -> None:
 
 
 async def test_revocation_watcher_disconnects_only_revoked_connected_nodes(
-    net: Network,
+    membership_net: Network,
 ) -> None:
-    admission = net.admission("public")
+    admission = membership_net.admission("public")
     certs = [device(name=f"n{i}") for i in range(3)]
     for cert in certs:
         await admission.admit(cert, "", "10.0.0.1:1")
@@ -357,29 +365,29 @@ async def test_revocation_watcher_disconnects_only_revoked_connected_nodes(
         connected.discard(pid)
         return True
 
-    watcher = RevocationWatcher(net.repo, disconnect)
+    watcher = RevocationWatcher(membership_net.repo, disconnect)
     assert await watcher.poll_once() == []
     for pid in (pids[0], pids[2]):  # pids[2] is revoked but not connected
-        await net.repo.set_status(pid, "revoked", now_ms=now_ms())
+        await membership_net.repo.set_status(pid, "revoked", now_ms=now_ms())
     assert await watcher.poll_once() == [pids[0]]
     assert dropped == [(pids[0], ErrorCode.IDENTITY_REVOKED)]
     assert await watcher.poll_once() == []  # already gone
 
 
-async def test_last_seen_is_written_in_batches(net: Network) -> None:
-    admission = net.admission("public")
+async def test_last_seen_is_written_in_batches(membership_net: Network) -> None:
+    admission = membership_net.admission("public")
     certs = [device(name=f"n{i}") for i in range(3)]
     for cert in certs:
         await admission.admit(cert, "", "10.0.0.1:1")
-    seen = SeenBuffer(net.repo)
-    buffered = net.admission("public")
+    seen = SeenBuffer(membership_net.repo)
+    buffered = membership_net.admission("public")
     buffered.seen = seen
     await buffered.admit(certs[1], "", "10.0.0.1:1")  # a reconnect: noted, not written yet
     seen.note(peer_id(certs[2].device_key), 123)
-    before = {m.peer_id: m.last_seen_ms for m in await net.repo.members()}
+    before = {m.peer_id: m.last_seen_ms for m in await membership_net.repo.members()}
     assert before[peer_id(certs[2].device_key)] != 123
     await seen.flush()
-    after = {m.peer_id: m for m in await net.repo.members()}
+    after = {m.peer_id: m for m in await membership_net.repo.members()}
     assert after[peer_id(certs[2].device_key)].last_seen_ms == 123
     assert after[peer_id(certs[1].device_key)].last_seen_ms >= before[peer_id(certs[1].device_key)]
     assert after[peer_id(certs[1].device_key)].name == "n1"

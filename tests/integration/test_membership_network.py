@@ -122,7 +122,7 @@ class Net:
 
 
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[Net]:
+async def invite_net(tmp_path: Path) -> AsyncIterator[Net]:
     async with tracker_stack(settings_for(tmp_path), load_identity(tmp_path / "tracker")) as s:
         network = Net(tmp_path, s)
         try:
@@ -138,67 +138,69 @@ def chat(model: str, **extra: Any) -> dict[str, Any]:
 # --- joining ------------------------------------------------------------------------------
 
 
-async def test_invited_node_joins_and_is_listed_without_content(net: Net) -> None:
+async def test_invited_node_joins_and_is_listed_without_content(invite_net: Net) -> None:
     engine = FakeEngine(model="alpha")
-    agent = net.start_node("n1", engine, await net.invite())
-    await net.joined(agent)
-    r = await net.client.post("/v1/chat/completions", json=chat("alpha"))
+    agent = invite_net.start_node("n1", engine, await invite_net.invite())
+    await invite_net.joined(agent)
+    r = await invite_net.client.post("/v1/chat/completions", json=chat("alpha"))
     assert r.status_code == 200, r.text
     assert r.headers[NODE_HEADER] == agent.identity.peer_id
-    view = (await net.client.get("/v1/network")).json()
+    view = (await invite_net.client.get("/v1/network")).json()
     assert view["nodes_total"] == 1 and view["models"] == {"alpha": 1}
     (node,) = view["nodes"]
     assert (node["name"], node["peer_id"], node["state"]) == ("n1", agent.identity.peer_id, "ready")
     assert node["hardware"]["cores"] >= 1 and node["models"][0]["name"] == "alpha"
     assert node["served"] == 1 and node["ttft_ms"] is not None
     assert "Hello" not in str(view)  # no completion text in the live view
-    member = await net.stack.members.member(agent.identity.peer_id)
+    member = await invite_net.stack.members.member(agent.identity.peer_id)
     assert member is not None and member.status == "approved"
 
 
 async def test_private_network_holds_invited_nodes_until_approved(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, mode="private")
     async with tracker_stack(settings, load_identity(tmp_path / "tracker")) as stack:
-        net = Net(tmp_path, stack)
+        invite_net = Net(tmp_path, stack)
         try:
-            agent = net.start_node("n1", FakeEngine(), await net.invite())
+            agent = invite_net.start_node("n1", FakeEngine(), await invite_net.invite())
             await eventually(lambda: agent.pending, what="the node to be held pending")
             assert len(stack.tracker.registry) == 0 and agent.fatal is None
             await stack.members.set_status(agent.identity.peer_id, "approved", now_ms=now_ms())
-            await net.joined(agent)
+            await invite_net.joined(agent)
             assert not agent.pending
         finally:
-            await net.close()
+            await invite_net.close()
 
 
 async def test_node_without_invite_on_private_network_gives_up(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, mode="private")
     async with tracker_stack(settings, load_identity(tmp_path / "tracker")) as stack:
-        net = Net(tmp_path, stack)
+        invite_net = Net(tmp_path, stack)
         try:
-            agent = net.start_node("stranger", FakeEngine())
+            agent = invite_net.start_node("stranger", FakeEngine())
             await eventually(lambda: agent.fatal is not None, what="the refusal")
             assert agent.fatal is not None and agent.fatal.code is ErrorCode.IDENTITY_UNKNOWN
         finally:
-            await net.close()
+            await invite_net.close()
 
 
-async def test_revoking_a_connected_node_disconnects_it_at_once(net: Net) -> None:
+async def test_revoking_a_connected_node_disconnects_it_at_once(invite_net: Net) -> None:
     # An answer that would run for hours: the node can only leave it by being dropped.
     engine = FakeEngine(delay_s=0.05, tokens=[f" t{i}" for i in range(200_000)])
-    agent = net.start_node("n1", engine, await net.invite())
-    await net.joined(agent)
-    async with net.client.stream(
+    agent = invite_net.start_node("n1", engine, await invite_net.invite())
+    await invite_net.joined(agent)
+    async with invite_net.client.stream(
         "POST", "/v1/chat/completions", json=chat("fake-model", stream=True)
     ) as r:
         assert r.status_code == 200
         await eventually(lambda: engine.produced > 2, what="tokens to flow")
-        await net.stack.members.set_status(agent.identity.peer_id, "revoked", now_ms=now_ms())
+        await invite_net.stack.members.set_status(
+            agent.identity.peer_id, "revoked", now_ms=now_ms()
+        )
         await eventually(lambda: agent.fatal is not None, what="the node to be dropped")
         assert engine.finished == 0  # dropped in the middle of its answer
         body = await r.aread()
     assert agent.fatal is not None and agent.fatal.code is ErrorCode.IDENTITY_REVOKED
-    assert net.registry.get(agent.identity.peer_id) is None
+    assert invite_net.registry.get(agent.identity.peer_id) is None
     assert b"node_failed" in body  # nowhere to resume: the stream ends with a typed error
     await eventually(lambda: engine.active == 0, what="the node to stop generating")
 
@@ -206,17 +208,17 @@ async def test_revoking_a_connected_node_disconnects_it_at_once(net: Net) -> Non
 # --- liveness -----------------------------------------------------------------------------
 
 
-async def _raw_join(net: Net, name: str, *, tamper: bool = False) -> tuple[Any, ClientLink]:
+async def _raw_join(invite_net: Net, name: str, *, tamper: bool = False) -> tuple[Any, ClientLink]:
     """Handshake and send a manifest by hand; returns the open connection."""
-    identity = net.identity(name)
-    conn = await connect(net.stack.local_node_url, proxy=None)
+    identity = invite_net.identity(name)
+    conn = await connect(invite_net.stack.local_node_url, proxy=None)
     link = ClientLink(conn)
     await client_handshake(
         link,
         device_key=identity.device_key,
         device_certificate=identity.device_certificate,
-        expected_network_key=net.stack.identity.network_public,
-        invite=await net.invite(),
+        expected_network_key=invite_net.stack.identity.network_public,
+        invite=await invite_net.invite(),
     )
     manifest = sign_manifest(
         identity.device_key,
@@ -233,55 +235,55 @@ async def _raw_join(net: Net, name: str, *, tamper: bool = False) -> tuple[Any, 
     return conn, link
 
 
-async def test_a_silent_node_leaves_the_schedule(net: Net) -> None:
-    conn, _link = await _raw_join(net, "mute")
+async def test_a_silent_node_leaves_the_schedule(invite_net: Net) -> None:
+    conn, _link = await _raw_join(invite_net, "mute")
     try:
-        await eventually(lambda: len(net.registry) == 1, what="the node to register")
+        await eventually(lambda: len(invite_net.registry) == 1, what="the node to register")
         # It never sends a heartbeat and never closes its socket: only the watchdog (a
         # node silent for 1.5 heartbeats, HEARTBEAT_S here) can remove it.
-        await eventually(lambda: len(net.registry) == 0, timeout=60.0, what="the watchdog")
-        r = await net.client.post("/v1/chat/completions", json=chat("m"))
+        await eventually(lambda: len(invite_net.registry) == 0, timeout=60.0, what="the watchdog")
+        r = await invite_net.client.post("/v1/chat/completions", json=chat("m"))
         assert r.status_code == 404  # nobody serves it any more
     finally:
         await conn.close()
 
 
-async def test_tampered_manifest_is_refused_with_a_typed_error(net: Net) -> None:
-    conn, link = await _raw_join(net, "liar", tamper=True)
+async def test_tampered_manifest_is_refused_with_a_typed_error(invite_net: Net) -> None:
+    conn, link = await _raw_join(invite_net, "liar", tamper=True)
     try:
         reply = await asyncio.wait_for(link.recv(), 5)
         assert isinstance(reply, Error) and reply.code == ErrorCode.MANIFEST_INVALID.value
-        assert len(net.registry) == 0
+        assert len(invite_net.registry) == 0
     finally:
         await conn.close()
 
 
-async def test_forged_certificate_is_refused_before_any_job(net: Net) -> None:
-    identity = net.identity("forger")
+async def test_forged_certificate_is_refused_before_any_job(invite_net: Net) -> None:
+    identity = invite_net.identity("forger")
     cert = issue_device_certificate(
         generate_key(), public_raw(generate_key()), name="forger", now_ms=now_ms()
     )  # certifies a different device key than the one that signs the handshake
-    async with connect(net.stack.local_node_url, proxy=None) as conn:
+    async with connect(invite_net.stack.local_node_url, proxy=None) as conn:
         with pytest.raises(LichenError) as info:
             await client_handshake(
                 ClientLink(conn),
                 device_key=identity.device_key,
                 device_certificate=cert,
-                expected_network_key=net.stack.identity.network_public,
-                invite=await net.invite(),
+                expected_network_key=invite_net.stack.identity.network_public,
+                invite=await invite_net.invite(),
             )
     assert info.value.code is ErrorCode.HANDSHAKE_FAILED
-    assert await net.stack.members.members() == []
+    assert await invite_net.stack.members.members() == []
 
 
 async def test_tracker_restart_does_not_need_a_node_restart(tmp_path: Path) -> None:
     identity = load_identity(tmp_path / "tracker")
     first = tracker_stack(settings_for(tmp_path), identity)
     stack = await first.__aenter__()
-    net = Net(tmp_path, stack)
+    invite_net = Net(tmp_path, stack)
     try:
-        agent = net.start_node("n1", FakeEngine(), await net.invite())
-        await net.joined(agent)
+        agent = invite_net.start_node("n1", FakeEngine(), await invite_net.invite())
+        await invite_net.joined(agent)
         await first.__aexit__(None, None, None)  # the tracker goes away; the node retries
         await eventually(lambda: not agent.connected.is_set(), what="the node to notice")
         async with tracker_stack(settings_for(tmp_path, port=stack.port), identity) as second:
@@ -295,28 +297,29 @@ async def test_tracker_restart_does_not_need_a_node_restart(tmp_path: Path) -> N
                 r = await client.post("/v1/chat/completions", json=chat("fake-model"))
             assert r.status_code == 200 and r.headers[NODE_HEADER] == agent.identity.peer_id
     finally:
-        await net.close()
+        await invite_net.close()
 
 
 # --- scheduling ---------------------------------------------------------------------------
 
 
-async def test_models_route_to_the_nodes_that_serve_them_and_load_spreads(net: Net) -> None:
-    token = await net.invite(max_uses=4)
+async def test_models_route_to_the_nodes_that_serve_them_and_load_spreads(invite_net: Net) -> None:
+    token = await invite_net.invite(max_uses=4)
     alpha = [
-        net.start_node(f"a{i}", FakeEngine(model="alpha", delay_s=0.02), token) for i in (1, 2)
+        invite_net.start_node(f"a{i}", FakeEngine(model="alpha", delay_s=0.02), token)
+        for i in (1, 2)
     ]
-    beta = net.start_node("b1", FakeEngine(model="beta"), token)
+    beta = invite_net.start_node("b1", FakeEngine(model="beta"), token)
     for agent in [*alpha, beta]:
-        await net.joined(agent)
-    models = (await net.client.get("/v1/models")).json()["data"]
+        await invite_net.joined(agent)
+    models = (await invite_net.client.get("/v1/models")).json()["data"]
     assert {m["id"]: m["nodes"] for m in models} == {"alpha": 2, "beta": 1}
-    r = await net.client.post("/v1/chat/completions", json=chat("beta"))
+    r = await invite_net.client.post("/v1/chat/completions", json=chat("beta"))
     assert r.headers[NODE_HEADER] == beta.identity.peer_id
     replies = await asyncio.gather(
-        *(net.client.post("/v1/chat/completions", json=chat("alpha")) for _ in range(6))
+        *(invite_net.client.post("/v1/chat/completions", json=chat("alpha")) for _ in range(6))
     )
     served = {r.headers[NODE_HEADER] for r in replies}
     assert served == {a.identity.peer_id for a in alpha}  # both alpha nodes, never beta
-    auto = await net.client.post("/v1/chat/completions", json=chat("auto"))
+    auto = await invite_net.client.post("/v1/chat/completions", json=chat("auto"))
     assert auto.json()["model"] == "alpha"  # the model most nodes serve

@@ -122,11 +122,11 @@ def test_only_hashes_are_kept_never_text() -> None:
 # --- ranking ------------------------------------------------------------------------------
 
 
-def _scheduler(*nodes: NodeConnection) -> Scheduler:
+def _scheduler(*nodes: NodeConnection, affinity: bool = True) -> Scheduler:
     registry = Registry()
     for node in nodes:
         registry.add(node)
-    return Scheduler(registry)
+    return Scheduler(registry, affinity=affinity)
 
 
 def test_a_follow_up_turn_goes_to_the_node_that_served_the_conversation() -> None:
@@ -160,8 +160,8 @@ def test_a_busy_node_loses_its_affinity_when_the_wait_exceeds_the_saved_prefill(
 
 def test_affinity_off_ranks_as_before() -> None:
     a, b = _node("a", last_job=1.0), _node("b", last_job=2.0)
-    scheduler = _scheduler(a, b)
-    scheduler.affinity = None
+    scheduler = _scheduler(a, b, affinity=False)
+    assert scheduler.affinity is None
     turn = _chat(*_turns(2))
     assert scheduler.prefix_chain(turn) is None
     scheduler.remember(b, scheduler.prefix_chain(turn))

@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("http",),  # HTTP plumbing every surface shares: errors, operator gate, auth, cookies
     ("privacy", "models"),  # the privacy policy and its enforcement; the model store
     ("tracker",),  # registry, membership, the node link
-    ("routing", "node"),  # scheduling over the tracker's node links; the node agent
+    ("routing", "node", "cluster"),  # scheduling over node links; the node agent; the bus
     ("audit",),  # spot checks of nodes (through the router)
     ("gateway",),  # the HTTP API
     ("web",),  # the web UI (and the privacy pages)

@@ -9,7 +9,7 @@ from lichen.errors import ErrorCode, LichenError
 from lichen.identity.signing import generate_key
 from lichen.models.catalog import lookup as catalog_lookup
 from lichen.reputation.book import ReputationBook
-from lichen.roles.tracker import _catalog_name
+from lichen.roles.gateway import catalog_name
 from lichen.routing.scheduler import Scheduler, answer_time_s
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
@@ -24,11 +24,17 @@ def node(name: str, *models: str, slots: int = 1) -> NodeConnection:
     return offline_node(name, dict.fromkeys(models, slots), account=_ACCOUNT)
 
 
-def scheduler_for(*conns: NodeConnection, book: ReputationBook | None = None) -> Scheduler:
+def scheduler_for(
+    *conns: NodeConnection, book: ReputationBook | None = None, aliases: bool = False
+) -> Scheduler:
     registry = Registry()
     for conn in conns:
         registry.add(conn)
-    return Scheduler(registry, book or ReputationBook(clock=ManualClock()))
+    return Scheduler(
+        registry,
+        book or ReputationBook(clock=ManualClock()),
+        alias_of=catalog_name if aliases else None,  # what the gateway builder wires in
+    )
 
 
 # --- measured speed counts ----------------------------------------------------------------
@@ -112,8 +118,7 @@ def test_credits_are_shown_without_empty_decimals(ledger: str, shown: str) -> No
 
 
 def test_a_served_model_is_named_in_any_case_or_by_a_catalog_alias() -> None:
-    scheduler = scheduler_for(node("a", "smollm2-135m", "gemma3-270m"))
-    scheduler.alias_of = _catalog_name  # what the tracker wires in
+    scheduler = scheduler_for(node("a", "smollm2-135m", "gemma3-270m"), aliases=True)
     assert scheduler.resolve_model("SmolLM2-135M") == "smollm2-135m"
     assert scheduler.resolve_model("smollm2") == "smollm2-135m"  # an alias, as in the CLI
     assert scheduler.resolve_model("gemma-3-270m") == "gemma3-270m"
@@ -158,8 +163,7 @@ def test_names_differing_only_in_case_are_ambiguous() -> None:
 
 
 def test_hostile_model_names_are_cut_short_in_the_message() -> None:
-    scheduler = scheduler_for(node("a", "m1"))
-    scheduler.alias_of = _catalog_name
+    scheduler = scheduler_for(node("a", "m1"), aliases=True)
     with pytest.raises(LichenError) as info:
         scheduler.resolve_model("x" * 10_000 + "\n<script>")
     assert info.value.code is ErrorCode.MODEL_NOT_FOUND

@@ -3,6 +3,9 @@
 Both work on the operator's database (``LICHEN_DATABASE_URL`` or the data dir's
 SQLite) and are safe while the tracker runs: the ledger serialises appends in the
 database. Grants and verification use the network key in ``<data dir>/keys``.
+
+``lichen credits grant ... --url URL`` grants from any machine instead, through
+that gateway's admin API with an operator key (:mod:`lichen.cli._remote`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typer.core import TyperGroup
 
 from lichen.accounts.service import AccountService
 from lichen.cli._operator import TrackerDataDir, fail, operator_settings
+from lichen.cli._remote import CaFile, OperatorKey, RemoteUrl, admin_client
 from lichen.config import Settings
 from lichen.errors import LichenError
 from lichen.identity.keys import load_key
@@ -176,9 +180,23 @@ def grant_command(
         bool, typer.Option("--micro", help="AMOUNT is in micro-credits (integer).")
     ] = False,
     data_dir: TrackerDataDir = None,
+    url: RemoteUrl = None,
+    operator_key: OperatorKey = None,
+    ca_file: CaFile = None,
 ) -> None:
     """Grant new credits (operator only): the one way the total in circulation grows."""
-    asyncio.run(_grant(operator_settings(data_dir), account, _micro(amount, micro), reason))
+    micro_amount = _micro(amount, micro)
+    if url is None:
+        asyncio.run(_grant(operator_settings(data_dir), account, micro_amount, reason))
+        return
+    client = admin_client(url, operator_key, ca_file)
+    body = {"account": account, "amount": micro_amount, "reason": reason}
+    granted = client.post("/credits/grants", body)
+    typer.echo(
+        f"granted {format_credits(granted['amount'])} credits to {granted['account']} "
+        f"(entry #{granted['seq']}, {granted['entry_hash'][:16]}…); balance now "
+        f"{format_credits(granted['balance'])}"
+    )
 
 
 async def _verify(settings: Settings, extra_keys: list[bytes]) -> int:

@@ -9,6 +9,7 @@ from lichen.cli import credits as credits_cli
 from lichen.cli import invite, models, network, policy, privacy, secret
 from lichen.cli import operator as operator_cli
 from lichen.cli.chat import chat_command
+from lichen.cli.gateway import gateway_command
 from lichen.cli.help_format import install as install_help_format
 from lichen.cli.node import node_command
 from lichen.cli.tracker import tracker_command
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.command("up")(up_command)
 app.add_typer(models.app, name="models")
 app.command("tracker")(tracker_command)
+app.command("gateway")(gateway_command)
 app.command("node")(node_command)
 app.add_typer(invite.app, name="invite")
 app.add_typer(network.app, name="network")

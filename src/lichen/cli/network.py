@@ -4,6 +4,10 @@ Membership comes from the tracker's database; the live view (connected nodes,
 their load, the models they serve) from the running tracker's ``/v1/network``.
 Approving or revoking writes the database; a running tracker disconnects a
 revoked node within a second (see :mod:`lichen.tracker.revocations`).
+
+With ``--url`` and an operator key, ``show`` (members only), ``approve`` and
+``revoke`` go through that gateway's or tracker's admin API instead, which writes
+the same rows (:mod:`lichen.cli._remote`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lichen.cli._operator import TrackerDataDir, ago, fail, membership, operator_settings
+from lichen.cli._remote import CaFile, OperatorKey, RemoteUrl, admin_client, segment
 from lichen.cli.audits import audits_command
 from lichen.clock import now_ms
 from lichen.config import Settings
@@ -70,8 +75,22 @@ def _member_json(m: MemberRecord) -> dict[str, Any]:
 def show_command(
     data_dir: TrackerDataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    url: RemoteUrl = None,
+    operator_key: OperatorKey = None,
+    ca_file: CaFile = None,
 ) -> None:
-    """Members, connected nodes and the models they serve."""
+    """Members, connected nodes and the models they serve (members only with --url)."""
+    if url is not None:
+        listed = admin_client(url, operator_key, ca_file).get("/members")
+        remote = [_member_record(row) for row in listed["data"]]
+        if as_json:
+            typer.echo(json.dumps({"members": [_member_json(m) for m in remote]}, indent=2))
+            return
+        console = Console()
+        console.print("[bold]Members[/bold]" if remote else "No members yet.")
+        if remote:
+            console.print(members_table(remote, {}, now_ms()))
+        return
     settings = operator_settings(data_dir)
 
     async def load() -> list[MemberRecord]:
@@ -140,7 +159,29 @@ def nodes_table(nodes: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _set_status(data_dir: Any, peer: str, status: MemberStatus) -> MemberRecord:
+def _member_record(row: dict[str, Any]) -> MemberRecord:
+    """A member as the admin API lists it (keys are not part of that view)."""
+    return MemberRecord(
+        peer_id=row["peer_id"],
+        device_key=b"",
+        account_key=b"",
+        name=row["name"],
+        trust=row["trust"],
+        status=row["status"],
+        invite_id=row["invite_id"],
+        first_seen_ms=row["first_seen_ms"],
+        last_seen_ms=row["last_seen_ms"],
+    )
+
+
+def _set_status(
+    data_dir: Any, peer: str, status: MemberStatus, remote: tuple[str | None, str | None, Any]
+) -> MemberRecord:
+    url, operator_key, ca_file = remote
+    if url is not None:
+        verb = "approve" if status == "approved" else "revoke"
+        client = admin_client(url, operator_key, ca_file)
+        return _member_record(client.post(f"/members/{segment(peer.strip())}/{verb}"))
     settings = operator_settings(data_dir)
 
     async def update() -> MemberRecord:
@@ -159,9 +200,12 @@ def _set_status(data_dir: Any, peer: str, status: MemberStatus) -> MemberRecord:
 def approve_command(
     peer: Annotated[str, typer.Argument(help="Peer id (or unique prefix, or node name).")],
     data_dir: TrackerDataDir = None,
+    url: RemoteUrl = None,
+    operator_key: OperatorKey = None,
+    ca_file: CaFile = None,
 ) -> None:
     """Approve a pending (or previously revoked) node; it joins on its next retry."""
-    member = _set_status(data_dir, peer, "approved")
+    member = _set_status(data_dir, peer, "approved", (url, operator_key, ca_file))
     typer.echo(f"approved {member.peer_id} ({member.name or 'unnamed'})")
 
 
@@ -169,9 +213,12 @@ def approve_command(
 def revoke_command(
     peer: Annotated[str, typer.Argument(help="Peer id (or unique prefix, or node name).")],
     data_dir: TrackerDataDir = None,
+    url: RemoteUrl = None,
+    operator_key: OperatorKey = None,
+    ca_file: CaFile = None,
 ) -> None:
     """Revoke a node: a running tracker disconnects it at once and refuses it from now on."""
-    member = _set_status(data_dir, peer, "revoked")
+    member = _set_status(data_dir, peer, "revoked", (url, operator_key, ca_file))
     typer.echo(f"revoked {member.peer_id} ({member.name or 'unnamed'})")
 
 

@@ -93,10 +93,12 @@ def node_command(
     )
 
     def ready(info: NodeReady) -> None:
+        others = len(info.other_tracker_urls)
+        more = f" (or {others} other tracker{'s' * (others != 1)})" if others else ""
         console.print(
             f"[bold green]Lichen node[/bold green] {info.name} ({info.peer_id}) loaded "
-            f"{', '.join(info.models) or 'no models'}\n  joining {info.tracker_url} (it serves "
-            "once the tracker admits it; a private network's operator approves it first)"
+            f"{', '.join(info.models) or 'no models'}\n  joining {info.tracker_url}{more} "
+            "(it serves once the tracker admits it; a private network's operator approves it first)"
             "\n  Ctrl-C to stop.",
             highlight=False,
         )

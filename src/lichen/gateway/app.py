@@ -61,7 +61,8 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     )
     install_error_handlers(app)
     limits = deps.body_limits or BodyLimits(inference_bytes=deps.completions.max_request_bytes)
-    app.add_middleware(BodyLimitMiddleware, limits=limits)  # every route, before any handler
+    shared = deps.accounting.limiter if deps.accounting is not None else None  # redis_url
+    app.add_middleware(BodyLimitMiddleware, limits=limits, limiter=shared)  # before any handler
     app.add_middleware(OriginGuardMiddleware, policy=deps.hosts)  # Host, Origin (outside it)
     created = int(deps.started or time.time())
 

@@ -11,7 +11,10 @@ was read whole. :class:`BodyLimitMiddleware` sits in front of every route and:
 - limits state-changing requests per client address on the routes that are not
   inference (sign-up, sign-in, forms, ``/node/telemetry``) *before* their body
   is read (429 with ``Retry-After``); inference routes are limited by the
-  request guard, which also admits them before their body is read.
+  request guard, which also admits them before their body is read. The count
+  goes through the limiter it is given (the gateway's, shared by every replica
+  through ``redis_url``, failing open or closed like the rest), else one in this
+  process.
 
 Inference routes (``/v1/*`` and ``/api/*``, except ``/v1/auth`` and
 ``/v1/account``) get the inference cap (``max_request_bytes``); model uploads
@@ -150,10 +153,12 @@ class _BodyReader:
 class BodyLimitMiddleware:
     """Caps, times and (for forms) rate-limits request bodies on every HTTP route."""
 
-    def __init__(self, app: ASGIApp, limits: BodyLimits | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, limits: BodyLimits | None = None, limiter: RateLimiter | None = None
+    ) -> None:
         self.app = app
         self.limits = limits or BodyLimits()
-        self._limiter = RateLimiter(MemoryBackend())
+        self._limiter = limiter or RateLimiter(MemoryBackend())
         self._window = Window(self.limits.posts_per_minute, 60)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -49,6 +49,7 @@ class GuardPolicy:
     limit_loopback: bool = False  # False: this machine's own anonymous use is not limited
     key_concurrency: int = 0  # requests in flight per key or account (0 = no cap)
     anonymous_concurrency: int = 0  # requests in flight per anonymous client address
+    concurrency_lease_s: float = 360.0  # a shared in-flight lease expires after this (deadline+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,11 @@ class RequestGuard:
         self.ledger = ledger
         self.usage = usage
         self.reputation = reputation
-        self.concurrency = ConcurrencyLimiter()  # requests in flight per principal
+        # Requests in flight per principal: in this process, and across replicas when the
+        # limiter's counters are shared (Redis).
+        self.concurrency = ConcurrencyLimiter(
+            limiter if limiter.shared else None, lease_s=policy.concurrency_lease_s
+        )
         self.meter = Meter()  # what to settle: counted, bounded (lichen.gateway.metering)
 
     async def admit(self, request: Request) -> Ticket:
@@ -203,14 +208,14 @@ async def guarded(request: Request) -> AsyncIterator[Ticket | None]:
     ticket = await guard.admit(request)
     setattr(request.state, QUOTA_HEADERS_STATE, ticket.quota.headers())
     subject = ticket.principal.subject
-    guard.concurrency.acquire(subject, ticket.concurrency)  # 429 past the principal's cap
+    lease = await guard.concurrency.enter(subject, ticket.concurrency)  # 429 past the cap
     token = _ticket.set(ticket)
     setattr(request.state, ADMITTED_STATE, ticket)
     try:
         yield ticket
     finally:
         _ticket.reset(token)
-        guard.concurrency.release(subject)  # however the response ended
+        await guard.concurrency.leave(subject, lease)  # however the response ended
 
 
 def install_guard(app: FastAPI, guard: RequestGuard) -> None:

@@ -38,7 +38,7 @@ from lichen.http.auth import Authenticator, address_key
 from lichen.ledger.releaser import EscrowReleaser, release_interval
 from lichen.ledger.service import Ledger
 from lichen.ledger.tokens import TokenCounter
-from lichen.ratelimit import Backend, Limits, RateLimiter, Window, backend_for
+from lichen.ratelimit import Backend, Limits, RateLimiter, Window, limiter_for
 from lichen.reputation.book import ReputationBook
 from lichen.reputation.store import ReputationKeeper, ReputationStore
 
@@ -54,6 +54,7 @@ def guard_policy(settings: Settings) -> GuardPolicy:
         limit_loopback=settings.limit_loopback,
         key_concurrency=settings.key_concurrent_requests,
         anonymous_concurrency=settings.anonymous_concurrent_requests,
+        concurrency_lease_s=settings.request_timeout_s + 60,  # shared in-flight leases
     )
 
 
@@ -92,7 +93,7 @@ class GatewayServices:
         ledger = Ledger(
             db, network_key, clock=clock, audit_window_ms=settings.audit_window_s * 1000
         )
-        limiter = RateLimiter(backend or backend_for(settings.redis_url), clock=clock)
+        limiter = limiter_for(settings, clock=clock, backend=backend)  # shared via redis_url
         authenticator = Authenticator(keys, sessions, address_key=address_key(network_key))
         reputation = ReputationBook(clock=clock)
         guard = RequestGuard(

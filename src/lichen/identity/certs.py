@@ -93,6 +93,11 @@ def issue_device_certificate(
     return _encoder.encode(signed)
 
 
+def certificate_bytes(cert: DeviceCertificate) -> bytes:
+    """The canonical encoding of ``cert`` (the bytes its holder presented)."""
+    return _encoder.encode(cert)
+
+
 def verify_device_certificate(cert_bytes: bytes, *, now_ms: int) -> DeviceCertificate:
     """Decode and check a certificate; returns it only if genuine and current.
 

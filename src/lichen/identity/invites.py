@@ -4,7 +4,9 @@ A token is ``"lichen1."`` followed by the unpadded base64url of a canonical
 msgpack :class:`Invite`. The invite is signed by the network key it names
 (``b"lichen-invite-v1"`` + the msgpack of the invite with ``signature=b""``), so
 a node can check a token offline, and :func:`check_invite` confirms it belongs
-to the network the checker expects. Counting uses against ``max_uses`` needs
+to the network the checker expects. A network with several trackers (sharing one
+membership database) lists the others in ``other_tracker_urls``; a node dials them
+in turn when one is unreachable. Counting uses against ``max_uses`` needs
 shared state and is the tracker's job (its database), not this module's.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import msgspec
@@ -24,6 +27,7 @@ from lichen.identity.signing import PUBLIC_KEY_SIZE, public_raw, sign, verify
 __all__ = [
     "INVITE_DOMAIN",
     "MAX_TOKEN_CHARS",
+    "MAX_TRACKER_URLS",
     "TOKEN_PREFIX",
     "Invite",
     "check_invite",
@@ -40,11 +44,18 @@ INVITE_DOMAIN = b"lichen-invite-v1"
 MAX_TOKEN_CHARS = 4096
 """Longest token accepted; a real one is about 250 characters."""
 
+MAX_TRACKER_URLS = 16
+"""Most tracker URLs one invite may name (``tracker_url`` and the others together)."""
+
 _URL_SCHEMES = frozenset({"ws", "wss", "http", "https"})
 
 
-class Invite(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Permission, signed by a network key, to join that network."""
+class Invite(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Permission, signed by a network key, to join that network.
+
+    Fields with defaults are left out of the encoding while they hold the default,
+    so a token made before such a field existed re-encodes (and verifies) unchanged.
+    """
 
     invite_id: str  # random hex id; the tracker counts uses against it
     network_key: bytes  # raw Ed25519 public key of the network that issued the invite
@@ -54,6 +65,13 @@ class Invite(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     expires_ms: int  # Unix milliseconds after which the invite is void; 0 = never
     issued_ms: int  # Unix milliseconds when the invite was created
     signature: bytes  # network-key signature over INVITE_DOMAIN + this struct with signature=b""
+    # More trackers of the same network (sharing its membership), tried in turn after
+    # tracker_url; empty in tokens made before a network could run several trackers.
+    other_tracker_urls: list[str] = []
+
+    def tracker_urls(self) -> list[str]:
+        """Every tracker the holder may dial: ``tracker_url`` first, then the others."""
+        return [self.tracker_url, *self.other_tracker_urls]
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -72,15 +90,17 @@ def create_invite(
     max_uses: int = 0,
     ttl_s: int | None = None,
     now_ms: int,
+    other_tracker_urls: Sequence[str] = (),
 ) -> str:
     """Sign an invite and return its token (``lichen1.…``).
 
-    ``max_uses=0`` allows any number of joins; ``ttl_s=None`` never expires.
-    Raises ``ValueError`` for an invite no one could use.
+    ``max_uses=0`` allows any number of joins; ``ttl_s=None`` never expires;
+    ``other_tracker_urls`` are more trackers of the network, dialled in turn after
+    ``tracker_url``. Raises ``ValueError`` for an invite no one could use.
     """
-    problem = _url_problem(tracker_url)
+    problem = _trackers_problem([tracker_url, *other_tracker_urls])
     if problem is not None:
-        raise ValueError(f"tracker_url {tracker_url!r}: {problem}")
+        raise ValueError(problem)
     if not roles or not all(roles):
         raise ValueError("an invite needs at least one non-empty role")
     if max_uses < 0:
@@ -96,10 +116,14 @@ def create_invite(
         expires_ms=0 if ttl_s is None else now_ms + ttl_s * 1000,
         issued_ms=now_ms,
         signature=b"",
+        other_tracker_urls=list(other_tracker_urls),
     )
     invite = msgspec.structs.replace(unsigned, signature=sign(network_key, _signed_bytes(unsigned)))
     payload = base64.urlsafe_b64encode(_encoder.encode(invite)).rstrip(b"=")
-    return TOKEN_PREFIX + payload.decode("ascii")
+    token = TOKEN_PREFIX + payload.decode("ascii")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ValueError(f"the tracker URLs make the token longer than {MAX_TOKEN_CHARS} chars")
+    return token
 
 
 def parse_invite(token: str) -> Invite:
@@ -151,9 +175,22 @@ def _check_signature(invite: Invite) -> None:
         raise _invalid("invite signature does not verify (the token was altered or forged)")
     if invite.max_uses < 0 or invite.expires_ms < 0 or not invite.roles:
         raise _invalid("invite has out-of-range fields")
-    problem = _url_problem(invite.tracker_url)
+    problem = _trackers_problem(invite.tracker_urls())
     if problem is not None:
-        raise _invalid(f"invite tracker URL is unusable: {problem}")
+        raise _invalid(f"invite tracker URLs are unusable: {problem}")
+
+
+def _trackers_problem(urls: list[str]) -> str | None:
+    """Why an invite cannot name these trackers, or None if each looks usable."""
+    if len(urls) > MAX_TRACKER_URLS:
+        return f"at most {MAX_TRACKER_URLS} tracker URLs, not {len(urls)}"
+    if len(set(urls)) != len(urls):
+        return "a tracker URL is listed twice"
+    for url in urls:
+        problem = _url_problem(url)
+        if problem is not None:
+            return f"tracker URL {url[:80]!r}: {problem}"
+    return None
 
 
 def _url_problem(url: str) -> str | None:

@@ -1,6 +1,9 @@
 """The node agent: dials out to a tracker, authenticates, serves jobs, reconnects.
 
-Nodes behind NAT need no open port: the node opens the WebSocket. Incoming
+Nodes behind NAT need no open port: the node opens the WebSocket. A network may
+run several trackers: when one is unreachable or the link to it is lost, the agent
+dials the next at once and backs off only after all failed
+(:class:`~lichen.node.trackers.TrackerRotation`). Incoming
 frames are dispatched by message type to small handlers; the job work lives in
 :class:`~lichen.node.jobs.JobRunner`.
 """
@@ -27,6 +30,7 @@ from lichen.identity.store import Identity
 from lichen.identity.trust import TrustLevel
 from lichen.ledger.receipts import ReceiptSigner
 from lichen.node.jobs import JobRunner
+from lichen.node.trackers import TrackerRotation, display_url
 from lichen.privacy.node_side import NodePrivacy
 from lichen.tasks import cancel_and_wait
 from lichen.transport.handshake import client_handshake
@@ -71,7 +75,7 @@ PENDING_RETRY_S = 3.0
 
 @dataclass
 class NodeConfig:
-    tracker_url: str  # ws(s)://host:port/v1/node/connect
+    tracker_url: str  # ws(s)://host:port/v1/node/connect; the first tracker dialled
     name: str
     invite: str = ""
     network_key: bytes | None = None  # expected tracker network key (from the invite)
@@ -83,10 +87,15 @@ class NodeConfig:
     telemetry_interval_s: float = 60.0
     settings_dir: Path | None = None  # where the saved telemetry setting lives
     tls: ssl.SSLContext | None = None  # trust for a wss:// tracker (None: the system's CAs)
+    other_tracker_urls: tuple[str, ...] = ()  # more trackers of the network, dialled in turn
+    # A tracker whose machine died sends no close: a WebSocket ping unanswered for
+    # ping_timeout_s ends the link, and the node moves on to another tracker.
+    ping_interval_s: float = 5.0
+    ping_timeout_s: float = 10.0
 
 
 class NodeAgent:
-    """Keeps one authenticated link to one tracker and serves jobs over it."""
+    """Keeps one authenticated link to one of the network's trackers and serves jobs over it."""
 
     def __init__(self, identity: Identity, engine: Engine, config: NodeConfig) -> None:
         self.identity = identity
@@ -106,7 +115,9 @@ class NodeAgent:
         self.fatal: LichenError | None = None
         self.pending = False  # the tracker holds this node for the operator's approval
         self._link: Link | None = None
+        self.joined_url: str | None = None  # the tracker this node is joined to right now
         self._stopping = False
+        self._stopped = asyncio.Event()  # wakes a backoff wait when the node stops
         self._link_lost_at: float | None = None  # when our last joined link ended
         self._models_changed = asyncio.Event()
         self._sent_models: list[ModelInfo] | None = None
@@ -114,11 +125,15 @@ class NodeAgent:
             engine.on_models_changed(self._models_changed.set)
 
     async def run(self) -> None:
-        """Connect, serve, and reconnect with backoff until stopped or refused for good."""
+        """Connect, serve, and reconnect until stopped or refused for good: to the next
+        tracker at once, with backoff once every tracker failed in a row."""
         delay = self.config.backoff_initial_s
+        trackers = TrackerRotation([self.config.tracker_url, *self.config.other_tracker_urls])
         while not self._stopping:
+            url = trackers.current
+            unreachable = ""  # why the tracker could not be reached (or the link ended)
             try:
-                await self._session()
+                await self._session(url)
                 delay = self.config.backoff_initial_s
             except LichenError as error:
                 if error.code is ErrorCode.IDENTITY_IN_USE and not self._own_link_may_linger():
@@ -152,31 +167,46 @@ class NodeAgent:
                 log.error("%s", self.fatal.message)
                 return
             except (OSError, LinkClosed, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-                if not self._stopping:  # our own shutdown closes the link: nothing to report
-                    log.info(
-                        "tracker unreachable (%s); retrying in %.1fs", type(exc).__name__, delay
-                    )
+                unreachable = type(exc).__name__
             finally:
-                if self.connected.is_set():  # a session ran: reconnect quickly
+                ran = self.connected.is_set()
+                if ran:  # a session ran: reconnect quickly
                     delay = self.config.backoff_initial_s
                     self._link_lost_at = time.monotonic()
+                    trackers.joined()
                 self.connected.clear()
                 self._link = None
+                self.joined_url = None
             if self._stopping:
-                break
-            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+                break  # our own shutdown closes the link: nothing to report
+            backoff = trackers.failed()  # every tracker failed in a row: back off
+            if unreachable:
+                log.info(
+                    "%s (%s, %s); %s",
+                    "link to tracker lost" if ran else "tracker unreachable",
+                    display_url(url),
+                    unreachable,
+                    f"retrying in {delay:.1f}s"
+                    if backoff
+                    else f"trying tracker {display_url(trackers.current)}",
+                )
+            if not backoff:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), delay * (0.8 + 0.4 * random.random()))
             cap = self.config.backoff_max_s
             delay = min(delay * 2, min(cap, PENDING_RETRY_S) if self.pending else cap)
 
-    async def _session(self) -> None:
+    async def _session(self, url: str) -> None:
         async with connect(
-            self.config.tracker_url,
+            url,
             compression=None,
             max_size=MAX_FRAME_BYTES,
             open_timeout=10,
-            ping_interval=20,
+            ping_interval=self.config.ping_interval_s,
+            ping_timeout=self.config.ping_timeout_s,
             proxy=None,
-            ssl=(self.config.tls or True) if self.config.tracker_url.startswith("wss:") else None,
+            ssl=(self.config.tls or True) if url.startswith("wss:") else None,
         ) as conn:
             link = ClientLink(conn)
             welcome, network_key = await client_handshake(
@@ -193,11 +223,12 @@ class NodeAgent:
                 self.runner.receipts.session = welcome.session_id  # receipts name the link
             await link.send(self._manifest())
             self._link = link
+            self.joined_url = url
             self.connected.set()
             self.pending = False
             log.info(
                 "joined tracker %s as %s; serving %s",
-                self.config.tracker_url,
+                display_url(url),
                 self.identity.peer_id,
                 ", ".join(m.name for m in self._sent_models or []) or "no models",
             )
@@ -331,6 +362,7 @@ class NodeAgent:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         self.runner.cancel_all()
         if self._link is not None:
             with contextlib.suppress(Exception):

@@ -2,7 +2,7 @@
 
 ``lichen node --join TOKEN`` checks the token's signature (offline: the invite
 is signed by the network key it names), pins that network key and remembers
-the tracker's URL in ``<data dir>/join.json``; later starts need no token. The
+the trackers' URLs in ``<data dir>/join.json``; later starts need no token. The
 tracker, not the node, decides whether the invite is still valid (expiry, uses,
 revocation), so an expired token still reaches the tracker and is refused there
 with a typed error.
@@ -33,6 +33,12 @@ class JoinTarget:
     tracker_url: str  # ws(s)://host:port/v1/node/connect
     network_key: bytes  # pinned raw Ed25519 public key
     invite: str = ""  # the token, presented until the tracker knows this device
+    other_tracker_urls: tuple[str, ...] = ()  # more trackers of the network, dialled in turn
+
+    @property
+    def tracker_urls(self) -> tuple[str, ...]:
+        """Every tracker to dial: ``tracker_url`` first, then the others."""
+        return (self.tracker_url, *self.other_tracker_urls)
 
 
 def dial_url(url: str) -> str:
@@ -43,23 +49,35 @@ def dial_url(url: str) -> str:
     return url if url.endswith(NODE_PATH) else url + NODE_PATH
 
 
+def _dial_urls(urls: list[str]) -> list[str]:
+    """``urls`` as WebSocket URLs, in order, each once."""
+    return list(dict.fromkeys(dial_url(url) for url in urls))
+
+
 def resolve_join(data_dir: Path, token: str | None) -> JoinTarget:
     """The join target from ``token`` (remembered for next time), else from the data dir."""
     path = data_dir / JOIN_FILE
     if token:
         invite = parse_invite(token)  # signature only; the tracker enforces the rest
-        target = JoinTarget(dial_url(invite.tracker_url), invite.network_key, token.strip())
+        first, *others = _dial_urls(invite.tracker_urls())
+        target = JoinTarget(first, invite.network_key, token.strip(), tuple(others))
         record = {
             "tracker_url": target.tracker_url,
             "network_key": target.network_key.hex(),
             "joined_ms": now_ms(),
         }
+        if others:  # absent when there is one tracker, as in files written before
+            record["other_tracker_urls"] = others
         ensure_private_dir(data_dir, fix_existing=False)
         atomic_write(path, json.dumps(record).encode("utf-8"), overwrite=True)
         return target
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        return JoinTarget(str(record["tracker_url"]), bytes.fromhex(str(record["network_key"])))
+        others = record.get("other_tracker_urls", [])
+        if not isinstance(others, list) or not all(isinstance(u, str) for u in others):
+            raise TypeError("other_tracker_urls is not a list of URLs")
+        first, *rest = _dial_urls([str(record["tracker_url"]), *others])
+        return JoinTarget(first, bytes.fromhex(str(record["network_key"])), "", tuple(rest))
     except FileNotFoundError:
         raise LichenError(
             ErrorCode.INVALID_REQUEST,

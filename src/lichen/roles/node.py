@@ -39,6 +39,7 @@ class NodeReady:
     name: str
     tracker_url: str
     models: list[str]
+    other_tracker_urls: tuple[str, ...] = ()  # dialled in turn when tracker_url is down
 
 
 async def run_node(
@@ -85,6 +86,7 @@ async def run_node(
         engine,
         NodeConfig(
             tracker_url=target.tracker_url,
+            other_tracker_urls=target.other_tracker_urls,
             name=name,
             invite=target.invite,
             network_key=target.network_key,
@@ -99,7 +101,11 @@ async def run_node(
     try:
         if on_ready is not None:
             served = [m.name for m in engine.models()]
-            on_ready(NodeReady(identity.peer_id, name, target.tracker_url, served))
+            on_ready(
+                NodeReady(
+                    identity.peer_id, name, target.tracker_url, served, target.other_tracker_urls
+                )
+            )
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper.done() and not task.done():
             log.info("draining: %d running jobs finish, no new ones start", len(agent.runner))

@@ -1,9 +1,15 @@
 """The tracker role: membership, the live registry and (usually) the gateway, on one port.
 
-:func:`tracker_stack` builds and runs it; ``lichen tracker`` and ``lichen up``
-both use it (``up`` adds a node of its own). While it runs, the stack writes
-``<data dir>/tracker.json`` with its address, so the operator's CLI on the same
-machine (``lichen invite create``, ``lichen network show``) can find it.
+:func:`build_tracker` wires the tracker's own parts (membership at the door, the
+live registry, revocations, last-seen times, the model catalog, audits and their
+routes); :func:`tracker_stack` composes it with the gateway
+(:func:`lichen.roles.gateway.build_gateway`) and the web pages
+(:func:`lichen.roles.web.build_web`) and runs them. ``lichen tracker`` and
+``lichen up`` both use it (``up`` adds a node of its own). Background work starts
+on one :class:`contextlib.AsyncExitStack`, so it stops in the reverse order and a
+failure half-way through start stops what had started. While it runs, the stack
+writes ``<data dir>/tracker.json`` with its address, so the operator's CLI on the
+same machine (``lichen invite create``, ``lichen network show``) can find it.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
@@ -28,11 +35,8 @@ from lichen import __version__
 from lichen.audit.service import AuditService, audits_on
 from lichen.clock import now_ms
 from lichen.config import Settings
-from lichen.gateway.app import GatewayDeps, create_app
+from lichen.gateway.admin import mount_admin
 from lichen.gateway.body_limit import BodyLimitMiddleware, BodyLimits
-from lichen.gateway.completions import CompletionService
-from lichen.gateway.limits import RequestLimits
-from lichen.gateway.metrics import GatewayMetrics
 from lichen.gateway.origin import HostPolicy, OriginGuardMiddleware
 from lichen.gateway.services import GatewayServices
 from lichen.http.errors import install_error_handlers
@@ -40,13 +44,14 @@ from lichen.http.operator import OperatorGate
 from lichen.identity._files import ensure_private_dir
 from lichen.identity.store import Identity
 from lichen.metrics import metrics_endpoint
-from lichen.models.catalog import lookup as catalog_lookup
 from lichen.node.join import dial_url
 from lichen.privacy.runtime import PrivacyRuntime
-from lichen.routing.router import Router
+from lichen.roles.cluster import tracker_relay
+from lichen.roles.gateway import Gateway, GatewayOptions, build_gateway, build_scheduler
+from lichen.roles.shared import start_shared
+from lichen.roles.web import build_web
 from lichen.routing.scheduler import Scheduler
 from lichen.server import HttpOptions, HttpServer, pinned_tls
-from lichen.storage.engine import create_engine, migrate
 from lichen.storage.membership import MembershipRepository
 from lichen.storage.repositories import RequestLogRepository
 from lichen.tasks import cancel_and_wait
@@ -55,11 +60,11 @@ from lichen.tracker.membership import AdmissionLimiter, InviteAdmission, SeenBuf
 from lichen.tracker.metrics import TrackerCollector
 from lichen.tracker.model_routes import ModelService, mount_models
 from lichen.tracker.model_uploads import mount_uploads, uploader_auth
+from lichen.tracker.registry import Registry
+from lichen.tracker.relay import NodeRelay
 from lichen.tracker.revocations import RevocationWatcher
 from lichen.tracker.service import NODE_PATH, TrackerService
 from lichen.transport.handshake import Peer
-from lichen.web import WebDeps, install_web
-from lichen.web.privacy_routes import install_privacy
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,119 @@ def _dial_host(host: str) -> str:
 
 
 @dataclass
+class TrackerRole:
+    """A built tracker: membership at the door, the live registry, models and audits."""
+
+    settings: Settings
+    members: MembershipRepository
+    admission: InviteAdmission
+    seen: SeenBuffer  # last-seen times, written in batches
+    tracker: TrackerService
+    watcher: RevocationWatcher
+    models: ModelService  # signed model catalog, chunk store, transfer links
+    accounting: GatewayServices  # reputation, ledger (audit penalties), uploaders' accounts
+    audits: AuditService | None = None  # probes and verdicts (settings.audits)
+
+    def mount(self, app: FastAPI, operator: OperatorGate) -> None:
+        """Add the node link, the network view, the model catalog and uploads to ``app``."""
+        acc = self.accounting
+        mount_tracker(app, self.tracker, acc.reputation, operator, audits=self.audits)
+        mount_models(app, self.models, operator)
+        mount_uploads(
+            app,
+            self.models,
+            uploader_auth(acc.authenticator, acc.accounts, self.settings.uploaders()),
+            quota_bytes=self.settings.model_upload_quota_bytes,
+        )
+
+    async def start(self, exits: contextlib.AsyncExitStack) -> None:
+        """Start the tracker's parts; ``exits`` stops them, last started first."""
+        exits.push_async_callback(self.seen.flush)  # after the links closed (they note it)
+        await self.admission.preload()  # reconnecting members need no database read
+        await self.tracker.start()
+        exits.push_async_callback(self.tracker.stop)
+        if self.audits is not None:
+            await self.audits.start()
+            exits.push_async_callback(self.audits.stop)
+        await self.models.start(seed=self.settings.model)
+        exits.push_async_callback(self.models.stop)
+        background(exits, self.watcher.run(), "revocation-watcher")
+        background(exits, self.seen.run(), "last-seen-writer")
+
+
+def build_tracker(
+    settings: Settings,
+    identity: Identity,
+    *,
+    db: AsyncEngine,
+    privacy: PrivacyRuntime,
+    accounting: GatewayServices,
+    metrics: CollectorRegistry | None = None,
+    registry: Registry | None = None,
+    relay: NodeRelay | None = None,
+) -> TrackerRole:
+    """The tracker's parts over ``db``, under the network's privacy policy; its node
+    registry's collector goes into ``metrics`` when given. In a cluster, ``relay``
+    shares ``registry``'s nodes with the gateways on the bus. Nothing starts here."""
+    members = MembershipRepository(db)
+    seen = SeenBuffer(members)
+
+    async def left(peer: Peer) -> None:
+        seen.note(peer.peer_id, now_ms())
+
+    admission = InviteAdmission(
+        members,
+        network_key=identity.network_public,
+        owner_account=identity.account_public,
+        mode=settings.network_mode,
+        limiter=AdmissionLimiter.from_settings(
+            settings, identity.network_key, limiter=accounting.limiter
+        ),  # shared by every tracker through redis_url
+        seen=seen,
+    )
+    tracker = TrackerService(
+        network_key=identity.network_key,
+        admission=admission,
+        heartbeat_s=settings.heartbeat_s,
+        on_leave=left,
+        policy=privacy.wire_policy,
+        telemetry=privacy.telemetry_sink,
+        registry=registry,
+        relay=relay,
+    )
+    audits = None
+    if audits_on(settings):  # probes re-scored by the tracker's reference models (issue 11)
+        audits = AuditService.for_tracker(
+            settings, db, tracker.registry, accounting.reputation, accounting.ledger, privacy.policy
+        )
+    models = ModelService.build(
+        db=db,
+        models_dir=settings.models_path,
+        network_key=identity.network_key,
+        admission=admission,
+        reputation=accounting.reputation,
+        policy=privacy.wire_policy,
+    )
+    watcher = RevocationWatcher(
+        members, tracker.disconnect, poll_s=settings.membership_poll_s, forget=admission.forget
+    )
+    if metrics is not None:
+        metrics.register(TrackerCollector(tracker.registry))
+    return TrackerRole(
+        settings, members, admission, seen, tracker, watcher, models, accounting, audits
+    )
+
+
+def background(
+    exits: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None], name: str
+) -> asyncio.Task[None]:
+    """Run ``work`` as a task that ``exits`` cancels and waits for."""
+    task = asyncio.create_task(work, name=name)
+    exits.push_async_callback(cancel_and_wait, task)
+    return task
+
+
+@dataclass
 class TrackerStack:
     """A running tracker: what the composition roots hold on to."""
 
@@ -116,7 +234,7 @@ class TrackerStack:
     db: AsyncEngine
     members: MembershipRepository
     tracker: TrackerService
-    scheduler: Scheduler
+    scheduler: Scheduler  # the gateway's (without one, a scheduler nothing routes with)
     app: FastAPI
     port: int
     url: str  # http://host:port on this machine
@@ -129,9 +247,13 @@ class TrackerStack:
     # /health problems from this process (e.g. its own engine's watchdog), appended by `up`
     health_checks: list[Callable[[], str | None]] = field(default_factory=list)
     models: ModelService | None = None  # signed model catalog, chunk store, transfer links
+    gateway: Gateway | None = None  # the API's completion service and scheduler
 
 
-def _bare_app(tracker: TrackerService) -> FastAPI:
+def _bare_app(
+    tracker: TrackerService, settings: Settings, metrics: CollectorRegistry, operator: OperatorGate
+) -> FastAPI:
+    """The app of a tracker without its gateway: /health, /metrics, the tracker's routes."""
     app = FastAPI(title="Lichen tracker", version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)  # typed errors (e.g. the operator gate's 401)
 
@@ -140,6 +262,14 @@ def _bare_app(tracker: TrackerService) -> FastAPI:
         return JSONResponse({"status": "ok", "version": __version__, "nodes": nodes})
 
     app.add_api_route("/health", health, methods=["GET"])
+    app.add_middleware(BodyLimitMiddleware, limits=BodyLimits.from_settings(settings))
+    app.add_middleware(OriginGuardMiddleware, policy=HostPolicy.from_settings(settings))
+    app.add_api_route(
+        "/metrics",
+        metrics_endpoint(metrics),
+        include_in_schema=False,
+        dependencies=[Depends(operator)],
+    )
     return app
 
 
@@ -149,158 +279,85 @@ async def tracker_stack(
 ) -> AsyncIterator[TrackerStack]:
     """Build and run a tracker (with the gateway unless ``gateway=False``) until exit."""
     started = time.time()
-    db = create_engine(settings.database)
-    http: HttpServer | None = None
-    tracker: TrackerService | None = None
-    watcher_task: asyncio.Task[None] | None = None
-    seen_task: asyncio.Task[None] | None = None
-    seen: SeenBuffer | None = None
-    privacy: PrivacyRuntime | None = None
-    accounting: GatewayServices | None = None
-    audits: AuditService | None = None
-    models: ModelService | None = None
-    runtime = settings.data_dir / RUNTIME_FILE
     ensure_private_dir(settings.data_dir, fix_existing=True)  # database, keys, kept data
-    try:
-        await migrate(settings.database)
-        members = MembershipRepository(db)
-        privacy = PrivacyRuntime.build(
-            data_dir=settings.data_dir,
-            network_key=identity.network_key,
+    async with contextlib.AsyncExitStack() as exits:
+        shared = await start_shared(settings, identity, exits)
+        db, privacy, accounting = shared.db, shared.privacy, shared.accounting
+        operator, metrics = shared.operator, shared.metrics
+        registry = Registry()
+        relay = (  # a cluster: this tracker's nodes are shared with the gateways on the bus
+            await tracker_relay(exits, settings, identity, registry) if settings.nats_url else None
+        )
+        role = build_tracker(
+            settings,
+            identity,
             db=db,
-            sweep_every_s=settings.retention_sweep_s,
+            privacy=privacy,
+            accounting=accounting,
+            metrics=metrics,
+            registry=registry,
+            relay=relay,
         )
-
-        seen = SeenBuffer(members)  # last-seen times, written in batches
-
-        async def left(peer: Peer) -> None:
-            seen.note(peer.peer_id, now_ms())
-
-        admission = InviteAdmission(
-            members,
-            network_key=identity.network_public,
-            owner_account=identity.account_public,
-            mode=settings.network_mode,
-            limiter=AdmissionLimiter(settings.admissions_per_ip_hour),
-            seen=seen,
-        )
-        await admission.preload()  # reconnecting members need no database read
-        operator = OperatorGate.build(settings)  # /metrics, /v1/network, /ui/api/node
+        audits = role.audits
         health_checks: list[Callable[[], str | None]] = []
-        tracker = TrackerService(
-            network_key=identity.network_key,
-            admission=admission,
-            heartbeat_s=settings.heartbeat_s,
-            on_leave=left,
-            policy=privacy.wire_policy,
-        )
-        tracker.telemetry = privacy.telemetry_sink
-        # Accounts, API keys, quotas, the credit ledger, and the persisted reputation.
-        accounting = GatewayServices.build(settings, db, identity.network_key)
-        reputation = accounting.reputation
-        scheduler = Scheduler(tracker.registry, reputation)
-        scheduler.trust_for = privacy.policy.allowed_trust
-        scheduler.alias_of = _catalog_name  # "smollm2" names smollm2-135m, as in the CLI
-        if not settings.affinity:  # LICHEN_AFFINITY=false: no prefix affinity (issue 16)
-            scheduler.affinity = None
-        scheduler.queue_per_slot = settings.queue_per_slot  # None: the nodes' queues decide
-        if audits_on(settings):  # probes re-scored by the tracker's reference models (issue 11)
-            audits = AuditService.for_tracker(
-                settings, db, tracker.registry, reputation, accounting.ledger, privacy.policy
-            )
-            scheduler.blocked = audits.quarantined
-        metrics = CollectorRegistry()
-        metrics.register(TrackerCollector(tracker.registry))
+        api_options = GatewayOptions.from_settings(settings)
+        blocked = audits.quarantined if audits is not None else None  # quarantined by audits
+        trust_for = privacy.policy.allowed_trust
+        api: Gateway | None = None
         if gateway:
-            gateway_metrics = GatewayMetrics(metrics)
-            completions = CompletionService(
-                router=Router(
-                    scheduler,
-                    first_token_timeout_s=settings.first_token_timeout_s,
-                    stall_timeout_s=settings.stall_timeout_s,
-                ),
-                scheduler=scheduler,
-                max_request_bytes=settings.max_request_bytes,
-                timeout_s=settings.request_timeout_s,
+            api = build_gateway(
+                api_options,
+                registry=registry,
+                reputation=accounting.reputation,
                 record=RequestLogRepository(db).record,
-                metrics=gateway_metrics,
+                accounting=accounting,
                 pipeline=privacy.pipeline,
-                limits=RequestLimits.from_settings(settings),
+                trust_for=trust_for,
+                blocked=blocked,
                 audits=audits.traffic if audits is not None else None,  # issue 11
+                metrics=metrics,
+                operator=operator,
+                health_checks=health_checks,
+                started=started,
             )
-            app = create_app(
-                GatewayDeps(
-                    registry=tracker.registry,
-                    completions=completions,
-                    started=started,
-                    metrics=gateway_metrics,
-                    accounting=accounting,
-                    body_limits=BodyLimits.from_settings(settings),
-                    hosts=HostPolicy.from_settings(settings),
-                    operator=operator,
-                    health_checks=health_checks,
-                )
-            )
-            install_web(
-                app,
-                WebDeps(
-                    registry=tracker.registry,
-                    data_dir=settings.data_dir,
-                    requests=RequestLogRepository(db),
-                    started=started,
-                    local_peer_id=identity.peer_id,  # `lichen up` runs its node as this peer
-                    reputation=reputation,
-                    policy=privacy.view,
-                    telemetry_override=settings.telemetry,
-                    feed=privacy.content,
-                    accounting=accounting,
-                    operator=operator,
-                    audits=audits,  # each node's audit record on the dashboard (issue 11)
-                ),
-            )
+            scheduler = api.scheduler
         else:
-            app = _bare_app(tracker)
-            app.add_middleware(BodyLimitMiddleware, limits=BodyLimits.from_settings(settings))
-            app.add_middleware(OriginGuardMiddleware, policy=HostPolicy.from_settings(settings))
-            app.add_api_route(
-                "/metrics",
-                metrics_endpoint(metrics),
-                include_in_schema=False,
-                dependencies=[Depends(operator)],
+            scheduler = build_scheduler(
+                api_options,
+                registry=registry,
+                reputation=accounting.reputation,
+                trust_for=trust_for,
+                blocked=blocked,
             )
-        mount_tracker(app, tracker, reputation, operator, audits=audits)
-        models = ModelService.build(
-            db=db,
-            models_dir=settings.models_path,
-            network_key=identity.network_key,
-            admission=admission,
-            reputation=reputation,
-            policy=privacy.wire_policy,
-        )
-        mount_models(app, models, operator)
-        mount_uploads(
+        app = api.app if api is not None else _bare_app(role.tracker, settings, metrics, operator)
+        role.mount(app, operator)
+        # /v1/admin: invites, members, grants for operator keys from any machine (issue 12)
+        mount_admin(
             app,
-            models,
-            uploader_auth(accounting.authenticator, accounting.accounts, settings.uploaders()),
-            quota_bytes=settings.model_upload_quota_bytes,
+            db,
+            accounting,
+            role.members,
+            identity.network_key,
+            public_url=settings.public_url,
+            serves_nodes=True,  # role.mount added the node link to this app
         )
-        install_privacy(app, privacy.service)  # after the web UI: its /privacy page wins
-        await tracker.start()
-        await privacy.start()
-        await accounting.start()
-        if audits is not None:
-            await audits.start()
-        await models.start(seed=settings.model)
-        watcher = RevocationWatcher(
-            members,
-            tracker.disconnect,
-            poll_s=settings.membership_poll_s,
-            forget=admission.forget,
+        build_web(
+            app,
+            settings,
+            privacy=privacy,
+            registry=registry if gateway else None,  # no gateway: the privacy pages only
+            requests=RequestLogRepository(db),
+            started=started,
+            local_peer_id=identity.peer_id,  # `lichen up` runs its node as this peer
+            reputation=accounting.reputation,
+            accounting=accounting,
+            operator=operator,
+            audits=audits,
         )
-        watcher_task = asyncio.create_task(watcher.run(), name="revocation-watcher")
-        seen_task = asyncio.create_task(seen.run(), name="last-seen-writer")
+        await role.start(exits)
         options = HttpOptions.from_settings(settings)
         http = HttpServer(app, host=settings.host, port=settings.port, options=options)
+        exits.push_async_callback(http.stop)  # first to stop: no request reaches a stopped part
         port = await http.start()
         host = _dial_host(settings.host)
         info = TrackerInfo(
@@ -311,7 +368,7 @@ async def tracker_stack(
             started_ms=now_ms(),
             tls_certfile=str(options.tls_certfile or ""),
         )
-        runtime.write_text(json.dumps(asdict(info)), encoding="utf-8")
+        _publish(exits, settings.data_dir, info)
         log.info(
             "tracker listening on %s (%s network%s)",
             info.url,
@@ -322,8 +379,8 @@ async def tracker_stack(
             settings=settings,
             identity=identity,
             db=db,
-            members=members,
-            tracker=tracker,
+            members=role.members,
+            tracker=role.tracker,
             scheduler=scheduler,
             app=app,
             port=port,
@@ -335,32 +392,20 @@ async def tracker_stack(
             audits=audits,
             local_tls=pinned_tls(options.tls_certfile) if options.tls_certfile else None,
             health_checks=health_checks,
-            models=models,
+            models=role.models,
+            gateway=api,
         )
-    finally:
-        recorded = read_tracker_info(settings.data_dir)
+
+
+def _publish(exits: contextlib.AsyncExitStack, data_dir: Path, info: TrackerInfo) -> None:
+    """Write ``<data_dir>/tracker.json``; ``exits`` removes it if it is still ours."""
+    runtime = data_dir / RUNTIME_FILE
+    runtime.write_text(json.dumps(asdict(info)), encoding="utf-8")
+
+    def unpublish() -> None:
+        recorded = read_tracker_info(data_dir)
         if recorded is not None and recorded.pid == os.getpid():
             with contextlib.suppress(OSError):
                 runtime.unlink()
-        await cancel_and_wait(watcher_task, seen_task)
-        if privacy is not None:
-            await privacy.stop()
-        if audits is not None:
-            await audits.stop()
-        if models is not None:
-            await models.stop()
-        if accounting is not None:
-            await accounting.stop()
-        if tracker is not None:
-            await tracker.stop()
-        if http is not None:
-            await http.stop()
-        if seen is not None:
-            await seen.flush()
-        await db.dispose()
 
-
-def _catalog_name(name: str) -> str | None:
-    """The catalog's name for ``name`` if it is one of its aliases (case-insensitive)."""
-    entry = catalog_lookup(name)
-    return entry.name if entry is not None else None
+    exits.callback(unpublish)

@@ -103,6 +103,11 @@ class Scheduler:
         *,
         sample_size: int = SAMPLE_SIZE,
         rng: random.Random | None = None,
+        trust_for: Callable[[str], Collection[str]] | None = None,
+        blocked: Callable[[str], bool] | None = None,
+        alias_of: Callable[[str], str | None] | None = None,
+        affinity: bool = True,
+        queue_per_slot: float | None = None,
     ) -> None:
         self.registry = registry
         self.reputation: Reputation = reputation if reputation is not None else EwmaReputation()
@@ -110,18 +115,18 @@ class Scheduler:
         self._rng = rng or random.Random()
         # Privacy class -> trust levels allowed to serve it (the network policy's
         # privacy_classes); None: every node may serve every request.
-        self.trust_for: Callable[[str], Collection[str]] | None = None
+        self.trust_for = trust_for
         # Nodes that get no jobs (e.g. quarantined by failed audits); None: none are.
-        self.blocked: Callable[[str], bool] | None = None
+        self.blocked = blocked
         # Another name a model is known by -> its name (the model catalog's aliases, which
         # the CLI's --model accepts too); None: names are matched as they are, in any case.
-        self.alias_of: Callable[[str], str | None] | None = None
+        self.alias_of = alias_of
         # Prefix affinity (which node was sent which prompt prefix, as hashes); None: off.
-        self.affinity: AffinityTable | None = AffinityTable()
+        self.affinity: AffinityTable | None = AffinityTable() if affinity else None
         # Jobs per slot a node may be sent beyond its slots; a node past that is no
         # candidate, so when every node is, a request is refused at once (503 with
         # Retry-After) instead of queueing. None: the nodes' own bounded queues decide.
-        self.queue_per_slot: float | None = None
+        self.queue_per_slot = queue_per_slot
         # How long answers on this network are (an EWMA of answered tokens): what a job
         # ahead in a queue costs, and what a new job costs on a node.
         self.answer_tokens = float(TYPICAL_ANSWER_TOKENS)

@@ -8,6 +8,10 @@ here is part of ``Base.metadata``); the migration is
 one privacy data class (:data:`ACCOUNTS_DATA_CLASS`), also carried per row in a
 ``data_class`` column like every other table.
 
+Accounts carry a ``role``: ``user`` or ``operator``; an operator's API keys (with
+the ``account`` scope) work on the admin API (migration ``0003_operators``, which
+also adds :class:`OperatorActionRow`, the log of every admin write).
+
 Secrets are never stored: passwords as argon2 hashes, API keys and session tokens
 as SHA-256 digests of high-entropy random strings.
 
@@ -37,6 +41,12 @@ NODE_MANIFEST_DATA = "node_manifest"
 
 ID_MAX = 32  # uuid4().hex
 USERNAME_MAX = 32
+ROLE_USER = "user"
+ROLE_OPERATOR = "operator"
+ACCOUNT_ROLES = (ROLE_USER, ROLE_OPERATOR)
+ACTION_MAX = 32  # "invite.create", "member.revoke", "credits.grant", ...
+TARGET_MAX = 128  # an invite id, a peer id or a ledger account
+DETAIL_MAX = 500
 EMAIL_MAX = 254
 DIGEST_MAX = 64  # hex SHA-256
 LEDGER_ACCOUNT_MAX = 100  # "user:<id>", "owner:<hex key>", "system:issuance"
@@ -55,7 +65,10 @@ class AccountRow(Base):
     """A person's account. Soft-deleted rows keep ``purge_after_ms`` until the sweeper runs."""
 
     __tablename__ = "account"
-    __table_args__ = (data_class_check(ACCOUNT_DATA),)
+    __table_args__ = (
+        CheckConstraint("role IN ('user', 'operator')", name="role"),
+        data_class_check(ACCOUNT_DATA),
+    )
 
     id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
     username: Mapped[str] = mapped_column(String(USERNAME_MAX), unique=True)  # lower case
@@ -64,6 +77,7 @@ class AccountRow(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     deleted_ms: Mapped[int | None] = mapped_column(BigInteger)  # soft delete time
     purge_after_ms: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    role: Mapped[str] = mapped_column(String(16), default=ROLE_USER, server_default=ROLE_USER)
     data_class: Mapped[str] = data_class_column(ACCOUNT_DATA)
 
 
@@ -142,10 +156,31 @@ class AccountUsageRow(Base):
     data_class: Mapped[str] = data_class_column(REQUEST_METADATA)
 
 
+class OperatorActionRow(Base):
+    """One write through the admin API: who (operator account and key), what, on what.
+
+    Never a secret (an invite's token, a key) and never request content; the
+    ``detail`` is a short summary such as ``"max_uses=3 expires_ms=..."``.
+    """
+
+    __tablename__ = "operator_action"
+    __table_args__ = (data_class_check(ACCOUNT_DATA),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    account_id: Mapped[str] = mapped_column(String(ID_MAX), index=True)  # kept after a purge
+    key_id: Mapped[str] = mapped_column(String(ID_MAX))
+    action: Mapped[str] = mapped_column(String(ACTION_MAX))
+    target: Mapped[str] = mapped_column(String(TARGET_MAX))
+    detail: Mapped[str] = mapped_column(String(DETAIL_MAX))
+    data_class: Mapped[str] = data_class_column(ACCOUNT_DATA)
+
+
 ACCOUNTS_DATA_CLASS: dict[str, str] = {
     AccountRow.__tablename__: ACCOUNT_DATA,
     ApiKeyRow.__tablename__: API_KEY_DATA,
     SessionFamilyRow.__tablename__: SESSION_TOKEN_DATA,
     SessionTokenRow.__tablename__: SESSION_TOKEN_DATA,
     AccountUsageRow.__tablename__: REQUEST_METADATA,
+    OperatorActionRow.__tablename__: ACCOUNT_DATA,
 }

@@ -23,6 +23,7 @@ from typing import Any
 from lichen.errors import ErrorCode, LichenError
 from lichen.tracker.job_stream import JobStream
 from lichen.tracker.output import NODE_CAUSED, chunk_problem, node_error, usage_problem
+from lichen.tracker.relay import NodeRelay
 from lichen.transport.handshake import Peer
 from lichen.transport.link import Link, LinkClosed
 from lichen.wire import codec
@@ -107,8 +108,10 @@ class NodeConnection:
         on_change: Callable[[NodeConnection], Awaitable[None]] | None = None,
         on_manifest: Callable[[NodeConnection, ManifestBody], Awaitable[None]] | None = None,
         on_telemetry: Callable[[str, Telemetry], Awaitable[None]] | None = None,
+        relay: NodeRelay | None = None,
     ) -> None:
         self.link = link
+        self.relay = relay  # a cluster's: jobs other processes started, heartbeats to publish
         self.peer = peer
         self.state = NodeState(manifest=manifest)
         self.jobs: dict[str, JobStream] = {}
@@ -200,6 +203,9 @@ class NodeConnection:
             while True:
                 msg = await self.link.recv()
                 self.state.last_seen = time.monotonic()
+                if self.relay is not None and self.relay.claims(self, msg):
+                    await self.relay.forward(self, msg)  # output of another process's job
+                    continue
                 handler = self._handlers.get(type(msg))
                 if handler is None:
                     raise LichenError(
@@ -265,6 +271,10 @@ class NodeConnection:
         if self._telemetry_sink is not None:
             await self._telemetry_sink(self.peer_id, msg)
 
+    def expect_late(self, job_id: str) -> None:
+        """Frames of ``job_id`` may still arrive after it was cancelled: they are not a flood."""
+        self._cancelled.append(job_id)
+
     async def _on_job_error(self, msg: JobError) -> None:
         waiter = self.embeds.get(msg.job_id)
         if waiter is None:
@@ -284,6 +294,8 @@ class NodeConnection:
             await self._on_manifest_change(self, body)
         else:
             self.state.set_manifest(body)
+        if self.relay is not None:
+            await self.relay.changed(self, msg)
         if self._on_change is not None:
             await self._on_change(self)
 
@@ -334,6 +346,8 @@ class NodeConnection:
         st.tokens_per_s = min(msg.tokens_per_s, MAX_TOKENS_PER_S)
         st.draining = msg.draining
         st.last_seen = time.monotonic()
+        if self.relay is not None:
+            await self.relay.changed(self, msg)
         if self._on_change is not None:
             await self._on_change(self)
 

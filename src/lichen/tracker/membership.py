@@ -12,26 +12,34 @@ the tracker sends ``Welcome``, so a refused node never sees a job:
   counted atomically with the device's registration;
 - a new device without an invite: refused (``IDENTITY_UNKNOWN``) on a private network;
   auto-admitted on a public one, at most ``per_ip`` new devices per IP per hour
-  (``RATE_LIMITED``). The IP is only held in memory for that window, never stored.
+  (``RATE_LIMITED``; :class:`AdmissionLimiter`, shared by every tracker through
+  ``redis_url``). The IP is only counted under a keyed hash, for that window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
-import time
-from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from lichen.clock import now_ms
+from lichen.clock import Clock, now_ms, system_clock
 from lichen.errors import ErrorCode, LichenError
+from lichen.http.auth import address_key
 from lichen.identity.certs import DeviceCertificate
 from lichen.identity.invites import check_invite, parse_invite
 from lichen.identity.signing import peer_id
 from lichen.identity.trust import TrustLevel
 from lichen.periodic import Periodic
+from lichen.ratelimit import MemoryBackend, RateLimiter, Window, limiter_for
 from lichen.storage.membership import MemberRecord, MembershipRepository, MemberStatus
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from lichen.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,43 +48,72 @@ NODE_ROLE = "node"
 
 
 class AdmissionLimiter:
-    """A sliding window of admissions per IP; memory is bounded by ``max_ips``."""
+    """New devices admitted per IP and window (an hour), counted by a :class:`RateLimiter`.
+
+    One fixed window per IP (:class:`lichen.ratelimit.Window`): in this process
+    (memory bounded by ``max_ips`` counters), or in Redis when the limiter shares
+    one (:meth:`from_settings` with ``redis_url``), so several trackers admit at
+    most ``per_window`` new devices per IP between them. The IP is never a counter
+    name: it is hashed with ``secret`` (a per-network key), so Redis holds no
+    addresses. A store outage admits (fail open) or refuses with
+    ``SERVICE_UNAVAILABLE`` (``limits_fail_closed``); a node retries either way.
+    """
 
     def __init__(
         self,
         per_window: int,
         *,
-        window_s: float = 3600.0,
+        window_s: int = 3600,
         max_ips: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = system_clock,
+        limiter: RateLimiter | None = None,
+        secret: bytes = b"",
     ) -> None:
-        self.per_window = per_window
-        self.window_s = window_s
-        self.max_ips = max_ips
-        self._clock = clock
-        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+        self.window = Window(per_window, window_s)
+        self.limiter = limiter or RateLimiter(MemoryBackend(max_keys=max_ips), clock=clock)
+        self._secret = hashlib.sha256(b"lichen-admissions\x00" + secret).digest()
 
-    def check(self, ip: str) -> None:
-        """Raise ``RATE_LIMITED`` if ``ip`` used up its admissions for the window."""
-        times = self._seen.get(ip)
-        if times is None:
-            return
-        horizon = self._clock() - self.window_s
-        while times and times[0] <= horizon:
-            times.popleft()
-        if len(times) >= self.per_window:
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        network_key: Ed25519PrivateKey,
+        *,
+        limiter: RateLimiter | None = None,
+        clock: Clock = system_clock,
+    ) -> AdmissionLimiter:
+        """``admissions_per_ip_hour`` counted by ``limiter`` (the process's shared one, e.g.
+        the gateway services'), else by a new one for ``settings`` (Redis when ``redis_url``
+        is set; then the caller closes it with :meth:`aclose`)."""
+        return cls(
+            settings.admissions_per_ip_hour,
+            limiter=limiter or limiter_for(settings, clock=clock),
+            secret=address_key(network_key),
+        )
+
+    @property
+    def per_window(self) -> int:
+        return self.window.limit
+
+    def subject(self, ip: str) -> str:
+        """The counter's name for ``ip``: a keyed hash, never the address itself."""
+        return "adm:" + hmac.new(self._secret, ip.encode(), hashlib.sha256).hexdigest()[:32]
+
+    async def take(self, ip: str) -> None:
+        """Count one admission from ``ip``, or raise ``RATE_LIMITED`` if its window is full
+        (nothing counted then). One atomic step, so concurrent trackers cannot both
+        admit the last one."""
+        count = await self.limiter.take(self.subject(ip), self.window)
+        if count is not None and not count.allowed:
             raise LichenError(
                 ErrorCode.RATE_LIMITED,
                 f"too many new nodes from this address (at most {self.per_window} per "
-                f"{self.window_s / 3600:g} h); try again later or ask for an invite",
+                f"{self.window.period_s / 3600:g} h); try again later or ask for an invite",
+                headers={"Retry-After": str(count.retry_after_s)},
             )
 
-    def note(self, ip: str) -> None:
-        times = self._seen.setdefault(ip, deque())
-        times.append(self._clock())
-        self._seen.move_to_end(ip)
-        while len(self._seen) > self.max_ips:
-            self._seen.popitem(last=False)
+    async def aclose(self) -> None:
+        await self.limiter.aclose()
 
 
 class SeenBuffer:
@@ -220,7 +257,7 @@ class InviteAdmission:
             invite_id = invite.invite_id
             status = "pending" if self.mode == "private" else "approved"
         elif self.mode == "public":
-            self.limiter.check(ip)
+            await self.limiter.take(ip)  # counted now: atomic across trackers
         else:
             raise LichenError(
                 ErrorCode.IDENTITY_UNKNOWN,
@@ -241,8 +278,6 @@ class InviteAdmission:
             ),
             now_ms=now,
         )
-        if invite_id is None and trust != TrustLevel.OWNER:
-            self.limiter.note(ip)
         log.info(
             "registered node %s (%s) as %s, %s%s",
             pid,

@@ -22,6 +22,7 @@ from lichen.identity.signing import peer_id as peer_id_of
 from lichen.periodic import Periodic
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
+from lichen.tracker.relay import NodeRelay
 from lichen.transport.handshake import Admission, Peer, server_handshake
 from lichen.transport.link import LinkClosed, ServerLink, send_error
 from lichen.wire.manifest import verify_manifest
@@ -95,16 +96,19 @@ class TrackerService:
         missed_heartbeats: int = 3,
         policy: bytes = b"",
         on_leave: Callable[[Peer], Awaitable[None]] | None = None,
+        relay: NodeRelay | None = None,
+        telemetry: Callable[[str, Telemetry], Awaitable[None]] | None = None,
     ) -> None:
         self.network_key = network_key
         self.admission = admission
-        self.registry = registry or Registry()
+        self.registry = registry if registry is not None else Registry()
         self.on_leave = on_leave
+        self.relay = relay  # a cluster shares this tracker's nodes with its gateways
         self.heartbeat_s = heartbeat_s
         self.dead_after_s = heartbeat_s * missed_heartbeats + 0.5
         self.policy = policy
         # Where opted-in nodes' Telemetry goes (the privacy feature's sink); None: dropped.
-        self.telemetry: Callable[[str, Telemetry], Awaitable[None]] | None = None
+        self.telemetry = telemetry
         self._replay = ReplayGuard()
         self._door = _OneLinkPerIdentity(
             admission, self.registry, stale_after_s=heartbeat_s * 1.5 + 0.5
@@ -179,18 +183,22 @@ class TrackerService:
             on_change=self._notify,
             on_manifest=self._manifest_changed,
             on_telemetry=self.telemetry,
+            relay=self.relay,
         )
         replaced = self.registry.add(conn)
         if replaced is not None:
             await replaced.link.close(1000, "replaced by a newer connection")
         self._changed.set()
+        if self.relay is not None:
+            await self.relay.joined(conn, first)
         try:
             await conn.serve()
         except LichenError as error:
             log.warning("closing node %s: %s", peer.peer_id, error.message)
             await send_error(link, error)
         finally:
-            self.registry.remove(conn)
+            if self.registry.remove(conn) and self.relay is not None:
+                await self.relay.left(conn)
             conn.lost()
             self._changed.set()
             await link.close()
@@ -205,6 +213,8 @@ class TrackerService:
             return False
         log.warning("disconnecting node %s: %s", peer_id, error.message)
         self.registry.remove(conn)
+        if self.relay is not None:
+            await self.relay.left(conn)
         conn.lost()
         self._changed.set()
         await send_error(conn.link, error)
@@ -223,6 +233,8 @@ class TrackerService:
             if now - conn.state.last_seen > self.dead_after_s:
                 log.warning("node %s missed its heartbeats; dropping it", conn.peer_id)
                 self.registry.remove(conn)
+                if self.relay is not None:
+                    await self.relay.left(conn)
                 conn.lost()  # its jobs fail over now, not when the socket finally closes
                 self._changed.set()
                 await conn.link.close(1001, "heartbeat timeout")

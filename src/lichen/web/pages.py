@@ -23,11 +23,11 @@ from lichen.web.deps import WebDeps
 from lichen.web.forms import checked, read_fields
 from lichen.web.network_view import HISTORY_MINUTES, models, snapshot
 from lichen.web.node_view import node_info
+from lichen.web.policy_pages import PolicyPages
 from lichen.web.policy_view import PolicyView
-from lichen.web.templating import SECURITY_HEADERS, NavItem, Renderer, datetime_ms
+from lichen.web.templating import SECURITY_HEADERS, NavItem, Renderer
 
 AUTO_MODEL = "auto"
-FEED_LIMIT = 100
 TELEMETRY_HELP = "Off by default. The privacy page says what telemetry contains."
 
 
@@ -77,26 +77,6 @@ def privacy_choices(classes: list[PrivacyClass]) -> list[dict[str, str]]:
     return choices
 
 
-def _feed_entry(post: dict[str, Any]) -> dict[str, Any]:
-    """A feed post for the template: messages as a list either way, a readable UTC time."""
-    prompt = post.get("prompt")
-    if isinstance(prompt, list):
-        messages = [
-            {"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
-            for m in prompt
-            if isinstance(m, dict)
-        ]
-    else:
-        messages = [{"role": "prompt", "content": str(prompt or "")}]
-    return {
-        "id": str(post.get("id", "")),
-        "model": str(post.get("model", "")),
-        "created": datetime_ms(int(post.get("created_ms", 0))),
-        "messages": messages,
-        "completion": str(post.get("completion", "")),
-    }
-
-
 def readable_credits(text: str) -> str:
     """``"0.000000"`` -> ``"0"``, ``"12.500000"`` -> ``"12.5"``: the ledger's exact six
     decimals without the zeros that say nothing (``"0.000123"`` stays as it is)."""
@@ -115,6 +95,7 @@ class WebUI:
         self.deps = deps
         self.renderer = renderer or Renderer()
         self.accounts = AccountPages(deps.accounting, self) if deps.accounting else None
+        self.policy_pages = PolicyPages(deps.policy, deps.feed, self.page)  # /privacy, /feed
 
     def nav(self, user: User | None) -> list[NavItem]:
         items = [
@@ -201,29 +182,10 @@ class WebUI:
         )
 
     async def privacy(self, request: Request) -> Response:
-        policy = self.deps.policy
-        return await self.page(
-            request,
-            "privacy.html",
-            page="privacy",
-            title="Privacy",
-            document=policy.document(),
-            policy_summary=policy.summary(),
-            privacy_classes=policy.classes(),
-        )
+        return await self.policy_pages.privacy(request)
 
     async def feed(self, request: Request) -> Response:
-        posts = []
-        if self.deps.feed is not None and self.deps.policy.has_public_feed():
-            posts = [_feed_entry(p.feed_json()) for p in await self.deps.feed.feed(FEED_LIMIT)]
-        return await self.page(
-            request,
-            "feed.html",
-            page="feed",
-            title="Public feed",
-            posts=posts,
-            policy_summary=self.deps.policy.summary(),
-        )
+        return await self.policy_pages.feed(request)
 
     async def not_found(self, request: Request) -> Response:
         """The HTML 404 a browser gets for an unknown page (API clients keep JSON)."""

@@ -1,21 +1,20 @@
 """HTTP routes of the privacy feature, and the disclosure header on every response.
 
-They render with the web UI's one Jinja environment (:mod:`lichen.web.templating`).
+``GET /privacy.json`` (the signed policy), the public feed's ``/feed.json`` and
+``DELETE /feed/{id}``, and deletion of kept data (``DELETE /privacy/data``).
 
-``GET /privacy.json`` (the signed policy), ``GET /privacy`` (plain language; the web
-UI's richer page wins when it is installed first), the public feed (``/feed``,
-``/feed.json``, ``DELETE /feed/{id}``) and deletion of kept data
-(``DELETE /privacy/data``).
+The pages ``GET /privacy`` and ``GET /feed`` have one renderer,
+:class:`lichen.web.policy_pages.PolicyPages`: the web UI serves them when it is
+installed first; without it (a tracker with ``gateway=False``) they are added here,
+in the same layout (with the ``/static`` files it needs), linking only each other.
 """
 
 from __future__ import annotations
 
-import datetime
-from typing import Any
-
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lichen.accounts.tokens import looks_like_api_key
@@ -25,8 +24,9 @@ from lichen.http.requests import bearer_token
 from lichen.privacy.content import ContentRepository, subject_of
 from lichen.privacy.pipeline import DELETION_TOKEN_HEADER, REQUEST_ID_HEADER
 from lichen.privacy.runtime import PrivacyService
-from lichen.privacy.summary import disclosure_banner, policy_document
-from lichen.web.templating import environment
+from lichen.privacy.summary import PrivacyPolicyView
+from lichen.web.policy_pages import standalone_pages
+from lichen.web.templating import STATIC_DIR
 
 DISCLOSURE_HEADER = "x-lichen-data-policy"
 
@@ -85,10 +85,6 @@ async def _verified_subject(request: Request) -> str | None:
     return subject_of(secret, None)
 
 
-def _html(template: str, **context: Any) -> HTMLResponse:
-    return HTMLResponse(environment().get_template(template).render(**context))
-
-
 def install_privacy(app: FastAPI, service: PrivacyService) -> None:
     """Register the privacy routes (before the app starts serving)."""
     policy = service.policy
@@ -96,16 +92,11 @@ def install_privacy(app: FastAPI, service: PrivacyService) -> None:
     if value is not None:
         app.add_middleware(DisclosureMiddleware, value=value)
     taken = {getattr(route, "path", None) for route in app.routes}
-    banner = disclosure_banner(policy)
+    view = PrivacyPolicyView(policy, service.signed.document.decode("utf-8"))
+    pages = standalone_pages(view, service.content)  # used where the web UI is not installed
 
     async def privacy_json(_request: Request) -> Response:
         return JSONResponse(service.signed.public_json(policy))
-
-    async def privacy_page(_request: Request) -> Response:
-        document = policy_document(policy, service.signed.document.decode("utf-8"))
-        return _html(
-            "privacy_policy.html", document=document, banner=banner, digest=service.signed.digest
-        )
 
     def content() -> ContentRepository:
         if service.content is None:
@@ -121,15 +112,6 @@ def install_privacy(app: FastAPI, service: PrivacyService) -> None:
         limit = _feed_limit(request.query_params.get("limit"))
         posts = await feed_enabled().feed(limit)
         return JSONResponse({"object": "list", "data": [p.feed_json() for p in posts]})
-
-    async def feed_page(_request: Request) -> Response:
-        posts = await feed_enabled().feed(100)
-        rows = [
-            p.as_json()
-            | {"created": datetime.datetime.fromtimestamp(p.created_ms / 1000, datetime.UTC)}
-            for p in posts
-        ]
-        return _html("privacy_feed.html", posts=rows, banner=banner)
 
     async def feed_delete(request: Request) -> Response:
         post_id = request.path_params["post_id"]
@@ -164,19 +146,18 @@ def install_privacy(app: FastAPI, service: PrivacyService) -> None:
     if "/privacy" not in taken:
         app.add_api_route(
             "/privacy",
-            privacy_page,
+            pages.privacy,
             methods=["GET"],
             include_in_schema=False,
             response_class=HTMLResponse,
         )
     if policy.public_feed != "off":
-        # The web UI may render the feed itself; its pages win when installed first.
         if "/feed.json" not in taken:
             app.add_api_route("/feed.json", feed_json, methods=["GET"], include_in_schema=False)
         if "/feed" not in taken:
             app.add_api_route(
                 "/feed",
-                feed_page,
+                pages.feed,
                 methods=["GET"],
                 include_in_schema=False,
                 response_class=HTMLResponse,
@@ -186,3 +167,5 @@ def install_privacy(app: FastAPI, service: PrivacyService) -> None:
         )
     if service.content is not None:
         app.add_api_route("/privacy/data", delete_data, methods=["DELETE"], include_in_schema=False)
+    if "/static" not in taken:  # the pages' stylesheet and script (the web UI mounts them too)
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

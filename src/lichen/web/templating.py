@@ -108,8 +108,12 @@ class Renderer:
         accounts_enabled: bool = False,
         disclosure: str | None = None,
         status_code: int = 200,
+        home: str = "/",
+        api_docs: bool = True,
         **context: Any,
     ) -> HTMLResponse:
+        """``home``: where the brand links; ``api_docs``: link the API docs in the footer
+        (a tracker without the gateway serves only the privacy pages: neither exists)."""
         token = csrf.token(request)
         html = self.env.get_template(template).render(
             page=page,
@@ -118,6 +122,8 @@ class Renderer:
             user=user,
             accounts_enabled=accounts_enabled,
             disclosure=disclosure,
+            home=home,
+            api_docs=api_docs,
             csrf_token=token,
             csrf_field=csrf.FIELD,
             version=__version__,
