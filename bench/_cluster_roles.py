@@ -71,12 +71,15 @@ async def serve_commands(commands: dict[str, Command]) -> None:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     stopper = asyncio.create_task(stop.wait())
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     while True:
-        reader = loop.run_in_executor(None, sys.stdin.readline)
+        reader = asyncio.create_task(stdin.readline())
         done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper in done:
+            reader.cancel()
             return
-        line = reader.result()
+        line = reader.result().decode()
         words = line.split()
         if not line or words == ["quit"]:
             stopper.cancel()

@@ -110,19 +110,22 @@ class Child:
             return ""
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
+        """EOF on its stdin (it stops cleanly), else SIGTERM, else SIGKILL to its group."""
+        if self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
-                self.popen.wait(20)
+                self.popen.wait(15)
+                break
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        for pipe in (self.popen.stdin, self.popen.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+                    os.killpg(self.popen.pid, sig)
+        else:
+            self.popen.wait(10)
+        if self.popen.stdout is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdout.close()
 
 
 def nats_binary() -> str:

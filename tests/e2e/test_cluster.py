@@ -45,6 +45,7 @@ TRACKER_ARGS = [
     "{data_dir}",
 ]
 PASSWORD = "a long enough password"
+DAILY_TOKENS = 400  # per key, on every gateway
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 
 
@@ -119,6 +120,7 @@ def cluster(
         "LICHEN_CLUSTER_BEAT_S": "0.5",
         "LICHEN_MEMBERSHIP_POLL_S": "0.3",
         "LICHEN_KEY_REQUESTS_PER_MINUTE": "4",
+        "LICHEN_KEY_TOKENS_PER_DAY": str(DAILY_TOKENS),
     }
     net = Cluster(h, env)
     owner = h.root / "owner"
@@ -188,34 +190,66 @@ def _ask(cluster: Cluster, gateway: str, i: int) -> httpx.Response:
     return cluster.chat(gateway, messages=question, max_tokens=48)
 
 
-def test_one_rate_limit_holds_across_both_gateways(cluster: Cluster) -> None:
-    """Counters live in the shared Redis: a key's requests per minute are counted by
-    whichever gateway serves them."""
-    with httpx.Client(base_url=cluster.gateways["g1"].url, timeout=30) as browser:
+def _inference_key(cluster: Cluster, gateway: str, username: str) -> dict[str, str]:
+    """Sign up on ``gateway`` and make an inference key there (the dashboard's way)."""
+    with httpx.Client(base_url=cluster.gateways[gateway].url, timeout=30) as browser:
         signup = browser.post(
             "/v1/auth/signup",
-            json={"username": "rita", "email": "rita@example.org", "password": PASSWORD},
+            json={"username": username, "email": f"{username}@example.org", "password": PASSWORD},
         )
         assert signup.status_code == 201, signup.text
-        made = browser.post(  # signed in on g1: an inference key (the dashboard's way)
+        made = browser.post(
             "/v1/account/keys",
             json={"name": "laptop"},
             headers={"x-csrf-token": signup.json()["csrf_token"]},
         )
         assert made.status_code == 201, made.text
+    return {"authorization": f"Bearer {made.json()['key']}"}
+
+
+def test_one_rate_limit_holds_across_both_gateways(cluster: Cluster) -> None:
+    """Counters live in the shared Redis: a key's requests per minute are counted by
+    whichever gateway serves them."""
+    auth = _inference_key(cluster, "g1", "rita")
     t1_dir = cluster.trackers["t1"].data_dir
     assert t1_dir is not None
     key = cluster.cli("operator", "grant", "rita", "--new-key", "ops", data_dir=t1_dir)
     cluster.operator_key = key.strip().splitlines()[-1]
-    auth = {"authorization": f"Bearer {made.json()['key']}"}
     statuses = []
     for gateway in ("g1", "g2", "g1", "g2", "g1"):
         answer = cluster.chat(gateway, max_tokens=2, headers=auth)
         statuses.append(answer.status_code)
         if answer.status_code == 429:
-            assert answer.json()["error"]["code"] == "rate_limit_exceeded"
+            error = answer.json()["error"]
+            assert error["code"] == "rate_limit_exceeded"
+            assert "too many requests" in error["message"]  # not the daily quota
     # KEY_REQUESTS_PER_MINUTE is 4 on every gateway of this cluster: 4 answers, then 429.
     assert statuses == [200, 200, 200, 200, 429], statuses
+
+
+def test_one_daily_quota_holds_across_both_gateways(cluster: Cluster) -> None:
+    """Tokens used on one gateway count on the other: once the key's day is used up,
+    both refuse it (a request admitted under the quota may overdraw it once)."""
+    auth = _inference_key(cluster, "g2", "quinn")
+    used = 0
+    refusal: httpx.Response | None = None
+    for gateway in ("g1", "g2", "g1", "g2"):
+        answer = cluster.chat(gateway, headers=auth, max_tokens=160)
+        if answer.status_code == 429:
+            refusal = answer
+            break
+        assert answer.status_code == 200, answer.text
+        assert used < DAILY_TOKENS  # it was admitted: the quota was not used up yet
+        used += answer.json()["usage"]["total_tokens"]
+    assert refusal is not None, f"{used} tokens and never refused"
+    assert used >= DAILY_TOKENS
+    error = refusal.json()["error"]
+    assert error["code"] == "rate_limit_exceeded"
+    assert "daily token quota" in error["message"]
+    for gateway in cluster.gateways:  # both gateways refuse the key now
+        again = cluster.chat(gateway, headers=auth, max_tokens=2)
+        assert again.status_code == 429
+        assert "daily token quota" in again.json()["error"]["message"]
 
 
 def test_a_stream_survives_the_tracker_serving_it_being_killed(cluster: Cluster) -> None:

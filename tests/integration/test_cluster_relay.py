@@ -187,3 +187,77 @@ async def test_malformed_and_forged_bus_messages_change_nothing(cluster: Cluster
     assert gateway.directory.registry.get("f" * 64) is None
     answer = await gateway.client.post("/v1/chat/completions", json=CHAT)
     assert answer.status_code == 200  # the network still serves
+
+
+# --- the gateway role refuses to start half-configured ------------------------------------
+
+
+async def test_a_gateway_without_a_database_or_bus_says_which_setting(
+    tmp_path: Path, nats_server: str
+) -> None:
+    from lichen.config import Settings
+    from lichen.errors import LichenError
+    from lichen.identity.store import load_identity
+    from lichen.roles.cluster import gateway_stack
+
+    identity = load_identity(tmp_path / "keys")
+    bare = Settings(data_dir=tmp_path / "data", port=0)
+    with pytest.raises(LichenError, match="LICHEN_DATABASE_URL"):
+        async with gateway_stack(bare, identity):
+            pass
+    no_bus = Settings(
+        data_dir=tmp_path / "data",
+        port=0,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}",
+    )
+    with pytest.raises(LichenError, match="LICHEN_NATS_URL"):
+        async with gateway_stack(no_bus, identity):
+            pass
+    closed = no_bus.model_copy(update={"nats_url": "nats://127.0.0.1:9"})  # nothing listens
+    with pytest.raises(LichenError, match="cannot reach the message bus"):
+        async with gateway_stack(closed, identity):
+            pass
+
+
+async def test_a_gateway_process_serves_through_the_bus(tmp_path: Path, nats_server: str) -> None:
+    """``gateway_stack`` (what ``lichen gateway`` runs) over a tracker on the same bus."""
+    import shutil
+
+    import httpx
+
+    from lichen.config import Settings
+    from lichen.identity.store import load_identity
+    from lichen.roles.cluster import gateway_stack
+    from lichen.roles.tracker import tracker_stack
+
+    shared = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    common = {"database_url": shared, "nats_url": nats_server, "cluster_beat_s": 0.2, "port": 0}
+    owner = load_identity(tmp_path / "tracker")
+    shutil.copytree(tmp_path / "tracker" / "keys", tmp_path / "gateway" / "keys")
+    gateway_identity = load_identity(tmp_path / "gateway")
+    assert gateway_identity.network_public == owner.network_public
+    tracker_settings = Settings(data_dir=tmp_path / "tracker", **common)
+    gateway_settings = Settings(data_dir=tmp_path / "gateway", **common)
+    async with tracker_stack(tracker_settings, owner, gateway=False) as tracker:
+        from fakes import start_owned_node
+
+        node = start_owned_node(
+            tmp_path / "n1",
+            owner_dir=tmp_path / "tracker",
+            port=tracker.port,
+            network_public=owner.network_public,
+            engine=FakeEngine(),
+            name="n1",
+        )
+        try:
+            async with gateway_stack(gateway_settings, gateway_identity) as gateway:
+                await eventually(lambda: len(gateway.directory.registry) == 1, what="the node")
+                async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+                    answer = await client.post("/v1/chat/completions", json=CHAT)
+                    health = await client.get("/health")
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["message"]["content"]
+            assert health.json()["nodes"] == 1
+        finally:
+            await node.agent.stop()
+            await asyncio.gather(node.task, return_exceptions=True)

@@ -7,9 +7,12 @@ others' handlers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
@@ -30,24 +33,39 @@ class Bus:
     def __init__(self, client: Client) -> None:
         self.client = client
         self._subscriptions: list[Subscription] = []
-        self._last_complaint = 0.0
+        self._complaints = _Throttled()
 
     @classmethod
-    async def connect(cls, url: str, *, name: str) -> Bus:
-        """Connect (retrying while the server comes up); a typed error if it never does."""
+    async def connect(cls, url: str, *, name: str, wait_s: float = 10.0) -> Bus:
+        """Connect, waiting up to ``wait_s`` for the server to come up; a typed error if
+        it does not. Once connected, the client reconnects by itself for as long as the
+        process runs (a NATS restart must not end a role)."""
+        await _reachable(url, wait_s)
+        bus_log = _Throttled()
+
+        async def error(exc: Exception) -> None:
+            bus_log.warning(f"message bus error: {type(exc).__name__}: {exc}")
+
+        async def disconnected() -> None:
+            bus_log.warning("lost the message bus; reconnecting")
+
+        async def reconnected() -> None:
+            log.info("reconnected to the message bus")
+
         try:
             client = await nats.connect(
                 url,
                 name=name,
                 connect_timeout=2,
-                max_reconnect_attempts=-1,  # a NATS restart must not end the process's role
+                max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
                 allow_reconnect=True,
+                error_cb=error,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
             )
         except Exception as exc:  # nats raises several unrelated types for "unreachable"
-            raise LichenError(
-                ErrorCode.SERVICE_UNAVAILABLE, f"cannot reach the message bus at {url}: {exc}"
-            ) from exc
+            raise _unreachable(url, exc) from exc
         return cls(client)
 
     @property
@@ -85,7 +103,58 @@ class Bus:
             await self.client.close()
 
     def _complain(self, message: str) -> None:
+        self._complaints.warning(message)
+
+
+class _Throttled:
+    """Logs a warning at most every ten seconds (a broken peer must not flood the log)."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last = -every_s
+
+    def warning(self, message: str) -> None:
         now = time.monotonic()
-        if now - self._last_complaint >= 10.0:
-            self._last_complaint = now
+        if now - self._last >= self.every_s:
+            self._last = now
             log.warning("%s", message)
+
+
+async def _reachable(url: str, wait_s: float) -> None:
+    """Wait until a TCP connection to one of ``url``'s servers opens (nats-py itself would
+    retry a dead first server forever when reconnecting is on)."""
+    servers = [urlsplit(part.strip()) for part in url.split(",") if part.strip()]
+    if not servers or any(not s.hostname for s in servers):
+        raise LichenError(ErrorCode.INVALID_REQUEST, f"not a NATS URL: {url!r}")
+    deadline = time.monotonic() + wait_s
+    while True:
+        for server in servers:
+            try:
+                _reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(server.hostname, server.port or 4222), 2.0
+                )
+            except (OSError, TimeoutError) as exc:
+                problem: Exception = exc
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        if time.monotonic() >= deadline:
+            raise _unreachable(url, problem)
+        await asyncio.sleep(0.2)
+
+
+def _unreachable(url: str, exc: Exception) -> LichenError:
+    return LichenError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        f"cannot reach the message bus at {redacted_url(url)}: {type(exc).__name__}: {exc}",
+    )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without credentials, for logs and errors."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -7,10 +7,14 @@ what it can itself: the device certificate's signature, that the peer id is the
 certificate's key, and the manifest's signature (so it settles receipts against the
 node's own key, whatever the tracker says).
 
-Entries expire with their tracker: a tracker that misses :data:`MISSED_BEATS` beats
-takes its nodes with it, and their open jobs fail over (the router resumes them on
-another node). A tracker whose beat counts a different number of nodes than this
-gateway holds is asked to announce them again.
+Entries expire with their tracker: a tracker not heard from (beats or anything else)
+for :data:`MISSED_BEATS` beats takes its nodes with it, and their open jobs fail over
+(the router resumes them on another node). A tracker whose beat counts a different
+number of nodes than this gateway knows of is asked to announce them again, to this
+gateway only, and not again before a backoff (doubling up to :data:`MAX_SYNC_BACKOFF_S`)
+has passed, so a gateway that cannot catch up does not make trackers re-announce
+without end. An announcement this gateway already holds, byte for byte, costs a
+dictionary lookup: its signatures are checked once.
 """
 
 from __future__ import annotations
@@ -50,13 +54,21 @@ from lichen.wire.messages import Heartbeat, Manifest
 log = logging.getLogger(__name__)
 
 MISSED_BEATS = 3
+MAX_SYNC_BACKOFF_S = 30.0
 
 
 @dataclass
 class _Tracker:
-    last_beat: float
+    last_heard: float  # monotonic time of its last message of any kind
     every_s: float
     nodes: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)  # announced, not admitted (bad signature)
+    sync_after: float = 0.0  # monotonic time before which no new sync is asked for
+    sync_backoff_s: float = 0.0
+
+    @property
+    def known(self) -> int:
+        return len(self.nodes) + len(self.refused)
 
 
 @dataclass
@@ -64,6 +76,7 @@ class _Entry:
     conn: NodeConnection
     link: RelayLink
     task: asyncio.Task[None]
+    announced: NodeUp  # what admitted it: a byte-identical re-announcement is a no-op
 
 
 class Directory:
@@ -94,8 +107,8 @@ class Directory:
 
     async def start(self) -> None:
         await self.bus.subscribe(self.subjects.directory, self._on_directory)
-        await self.bus.subscribe(self.subjects.gateway(self.gateway_id), self._on_frame)
-        await self.bus.publish(self.subjects.directory, Sync(gateway=self.gateway_id))
+        await self.bus.subscribe(self.subjects.gateway(self.gateway_id), self._on_own)
+        await self.bus.publish(self.subjects.syncs, Sync(gateway=self.gateway_id))
         self._beat = Periodic(
             "cluster-gateway-beat", self._tick, self.beat_s, log=log, failure="beat failed"
         )
@@ -113,7 +126,7 @@ class Directory:
         )
         now = time.monotonic()
         for tracker_id, tracker in list(self._trackers.items()):
-            if now - tracker.last_beat > MISSED_BEATS * tracker.every_s + 0.5:
+            if now - tracker.last_heard > MISSED_BEATS * tracker.every_s + 0.5:
                 log.warning("tracker %s stopped beating; dropping its nodes", tracker_id)
                 del self._trackers[tracker_id]
                 for peer_id in list(tracker.nodes):
@@ -123,41 +136,69 @@ class Directory:
         if isinstance(msg, NodeUp):
             await self._up(msg)
         elif isinstance(msg, NodeFrame):
+            self._heard(msg.tracker)
             self._feed(msg.tracker, msg.peer_id, msg.frame, allowed=(Heartbeat, Manifest))
         elif isinstance(msg, NodeDown):
+            self._heard(msg.tracker).refused.discard(msg.peer_id)
             entry = self._entries.get(msg.peer_id)
             if entry is not None and entry.link.tracker == msg.tracker:
                 await self._drop(msg.peer_id)
         elif isinstance(msg, TrackerBeat):
             await self._tracker_beat(msg)
 
-    async def _on_frame(self, msg: BusMessage) -> None:
+    async def _on_own(self, msg: BusMessage) -> None:
+        """This gateway's subject: its jobs' frames, and the answers to its syncs."""
         if isinstance(msg, FromNode):
             self._feed(msg.tracker, msg.peer_id, msg.frame, allowed=None)
+        elif isinstance(msg, NodeUp):
+            await self._up(msg)
+
+    def _heard(self, tracker_id: str) -> _Tracker:
+        """Any message from a tracker shows it alive (its beats may queue behind a burst)."""
+        now = time.monotonic()
+        tracker = self._trackers.get(tracker_id)
+        if tracker is None:
+            tracker = self._trackers[tracker_id] = _Tracker(now, self.beat_s)
+        tracker.last_heard = now
+        return tracker
 
     async def _tracker_beat(self, msg: TrackerBeat) -> None:
-        tracker = self._trackers.get(msg.tracker)
-        if tracker is None:
-            tracker = self._trackers[msg.tracker] = _Tracker(time.monotonic(), msg.every_s)
-        tracker.last_beat = time.monotonic()
+        tracker = self._heard(msg.tracker)
         tracker.every_s = msg.every_s
-        if msg.nodes != len(tracker.nodes):  # missed an announcement (e.g. started late)
-            await self.bus.publish(
-                self.subjects.directory, Sync(gateway=self.gateway_id, tracker=msg.tracker)
-            )
+        if msg.nodes == tracker.known:
+            tracker.sync_backoff_s = 0.0
+            return
+        now = time.monotonic()
+        if now < tracker.sync_after:
+            return  # asked already: give the answer time to arrive
+        # Missed an announcement (e.g. started late): ask again, less often each time.
+        tracker.sync_backoff_s = min(
+            MAX_SYNC_BACKOFF_S, max(2 * tracker.sync_backoff_s, 2 * msg.every_s)
+        )
+        tracker.sync_after = now + tracker.sync_backoff_s
+        await self.bus.publish(
+            self.subjects.syncs, Sync(gateway=self.gateway_id, tracker=msg.tracker)
+        )
 
     async def _up(self, msg: NodeUp) -> None:
+        tracker = self._heard(msg.tracker)
+        current = self._entries.get(msg.peer_id)
+        if current is not None and current.announced == msg:
+            return  # already held, checked when it first came
         try:
             peer, manifest = _checked(msg)
             body = verify_manifest(
                 manifest, device_key=peer.certificate.device_key, peer_id=peer.peer_id
             )
         except LichenError as error:
+            if len(tracker.refused) < 100_000:
+                tracker.refused.add(msg.peer_id)  # counted, so its beat count still agrees
             log.warning("ignored node %s from tracker %s: %s", msg.peer_id, msg.tracker, error)
             return
-        current = self._entries.get(msg.peer_id)
+        tracker.refused.discard(msg.peer_id)
         if current is not None and current.link.tracker == msg.tracker:
-            current.link.feed(manifest)  # a re-announcement: at most a newer manifest
+            current.link.feed(manifest)  # re-announced with a newer manifest
+            current.announced = msg
             return
         if current is not None:  # the node moved to another tracker
             await self._drop(msg.peer_id)
@@ -171,8 +212,7 @@ class Directory:
         conn = NodeConnection(link, peer, body)
         self.registry.add(conn)
         task = asyncio.create_task(self._serve(conn), name=f"relayed-node-{msg.peer_id[:8]}")
-        self._entries[msg.peer_id] = _Entry(conn, link, task)
-        tracker = self._trackers.setdefault(msg.tracker, _Tracker(time.monotonic(), self.beat_s))
+        self._entries[msg.peer_id] = _Entry(conn, link, task, msg)
         tracker.nodes.add(msg.peer_id)
 
     async def _serve(self, conn: NodeConnection) -> None:

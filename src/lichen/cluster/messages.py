@@ -57,7 +57,9 @@ class TrackerBeat(_Bus, tag="tbeat", frozen=True):
 
 
 class Sync(_Bus, tag="sync", frozen=True):
-    """gateway -> trackers: publish your nodes again (``tracker`` empty: every tracker)."""
+    """gateway -> trackers: announce your nodes to me (``tracker`` empty: every tracker).
+
+    The answer goes to the asking gateway's own subject, not to every gateway."""
 
     gateway: Id
     tracker: str = ""
@@ -125,10 +127,15 @@ class Subjects:
     def gateway_beats(self) -> str:
         return f"{self.namespace}.gwbeat"
 
+    @property
+    def syncs(self) -> str:
+        """Gateways asking trackers for their nodes (trackers hear nothing else broadcast)."""
+        return f"{self.namespace}.sync"
+
     def tracker(self, tracker_id: str) -> str:
         """Frames for the nodes connected to ``tracker_id``."""
         return f"{self.namespace}.trk.{tracker_id}"
 
     def gateway(self, gateway_id: str) -> str:
-        """Node frames about ``gateway_id``'s jobs."""
+        """Node frames about ``gateway_id``'s jobs, and the answers to its syncs."""
         return f"{self.namespace}.gw.{gateway_id}"

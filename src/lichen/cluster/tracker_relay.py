@@ -14,6 +14,8 @@ gateway that stops beating has its jobs cancelled on the nodes.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -35,6 +37,7 @@ from lichen.cluster.messages import (
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.certs import certificate_bytes
 from lichen.periodic import Periodic
+from lichen.tasks import cancel_and_wait
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
 from lichen.transport.link import LinkClosed
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 
 MAX_REMOTE_JOBS = 100_000  # open relayed jobs on one tracker, all gateways together
 MISSED_BEATS = 3  # a gateway silent this many beats is gone
+SYNC_BATCH = 256  # announcements between yields to the event loop while answering a sync
 
 
 @dataclass
@@ -87,6 +91,7 @@ class TrackerRelay:
         self._gateways: dict[str, float] = {}  # gateway id -> monotonic time of its last beat
         self._gateway_every: dict[str, float] = {}
         self._beat: Periodic | None = None
+        self._syncing: dict[str, asyncio.Task[None]] = {}  # gateway id -> its re-announcement
 
     @property
     def open_jobs(self) -> int:
@@ -95,7 +100,7 @@ class TrackerRelay:
     async def start(self) -> None:
         await self.bus.subscribe(self.subjects.tracker(self.tracker_id), self._on_to_node)
         await self.bus.subscribe(self.subjects.gateway_beats, self._on_gateway_beat)
-        await self.bus.subscribe(self.subjects.directory, self._on_directory)
+        await self.bus.subscribe(self.subjects.syncs, self._on_sync)
         self._beat = Periodic(
             "cluster-tracker-beat",
             self._tick,
@@ -108,6 +113,7 @@ class TrackerRelay:
     async def stop(self) -> None:
         if self._beat is not None:
             await self._beat.stop()
+        await cancel_and_wait(*self._syncing.values())
         for peer_id in list(self._manifests):
             await self._publish(NodeDown(tracker=self.tracker_id, peer_id=peer_id))
         self._manifests.clear()
@@ -198,12 +204,28 @@ class TrackerRelay:
             self._gateways[msg.gateway] = time.monotonic()
             self._gateway_every[msg.gateway] = msg.every_s
 
-    async def _on_directory(self, msg: BusMessage) -> None:
-        if isinstance(msg, Sync) and msg.tracker in ("", self.tracker_id):
-            for peer_id, manifest in list(self._manifests.items()):
-                conn = self.registry.get(peer_id)
-                if conn is not None:
-                    await self._announce(conn, manifest)
+    async def _on_sync(self, msg: BusMessage) -> None:
+        """Announce every node to the asking gateway, once at a time per gateway (a sync
+        asked for while one is under way is already being answered)."""
+        if not isinstance(msg, Sync) or msg.tracker not in ("", self.tracker_id):
+            return
+        if msg.gateway in self._syncing:
+            return
+        task = asyncio.create_task(self._resync(msg.gateway), name="cluster-sync")
+        self._syncing[msg.gateway] = task
+        task.add_done_callback(functools.partial(self._synced, msg.gateway))
+
+    def _synced(self, gateway: str, _task: asyncio.Task[None]) -> None:
+        self._syncing.pop(gateway, None)
+
+    async def _resync(self, gateway: str) -> None:
+        subject = self.subjects.gateway(gateway)
+        for i, (peer_id, manifest) in enumerate(list(self._manifests.items())):
+            conn = self.registry.get(peer_id)
+            if conn is not None:
+                await self.bus.publish(subject, self._node_up(conn, manifest))
+            if i % SYNC_BATCH == SYNC_BATCH - 1:
+                await asyncio.sleep(0)  # let beats and jobs through
 
     async def _tick(self) -> None:
         beat = TrackerBeat(tracker=self.tracker_id, nodes=len(self._manifests), every_s=self.beat_s)
@@ -234,14 +256,15 @@ class TrackerRelay:
             self._gateway_every.pop(gateway, None)
 
     async def _announce(self, conn: NodeConnection, manifest: Manifest) -> None:
-        await self._publish(
-            NodeUp(
-                tracker=self.tracker_id,
-                peer_id=conn.peer_id,
-                certificate=certificate_bytes(conn.peer.certificate),
-                trust=conn.peer.trust,
-                manifest=codec.encode(manifest),
-            )
+        await self._publish(self._node_up(conn, manifest))
+
+    def _node_up(self, conn: NodeConnection, manifest: Manifest) -> NodeUp:
+        return NodeUp(
+            tracker=self.tracker_id,
+            peer_id=conn.peer_id,
+            certificate=certificate_bytes(conn.peer.certificate),
+            trust=conn.peer.trust,
+            manifest=codec.encode(manifest),
         )
 
     async def _to_gateway(self, gateway: str, peer_id: str, msg: Message) -> None:

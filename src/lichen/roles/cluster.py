@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lichen.cluster.bus import Bus
+from lichen.cluster.bus import Bus, redacted_url
 from lichen.cluster.directory import Directory
 from lichen.cluster.messages import Subjects
 from lichen.cluster.tracker_relay import TrackerRelay
@@ -145,7 +145,7 @@ async def gateway_stack(settings: Settings, identity: Identity) -> AsyncIterator
         exits.push_async_callback(http.stop)  # first to stop
         port = await http.start()
         url = f"{http.scheme}://{_local_host(settings.host)}:{port}"
-        log.info("gateway listening on %s (bus %s)", url, _redacted(settings.nats_url or ""))
+        log.info("gateway listening on %s (bus %s)", url, redacted_url(settings.nats_url or ""))
         yield GatewayStack(
             settings=settings,
             db=db,
@@ -170,11 +170,3 @@ def _local_host(host: str) -> str:
     if host in ("0.0.0.0", "", "::"):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
-
-
-def _redacted(url: str) -> str:
-    """``url`` without credentials, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
