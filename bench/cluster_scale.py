@@ -147,7 +147,7 @@ def directory_part(args: argparse.Namespace, root: Path, nats_url: str, nats_pid
             f"{1e6 * cpu['dir-gateway-1'] / beats:.0f} us "
             f"({100 * cpu['dir-gateway-1'] / wall:.0f}% of a core), tracker "
             f"{1e6 * cpu['sim-tracker'] / beats:.0f} us "
-            f"({100 * cpu['sim-tracker'] / wall:.0f}%; it also receives its own frames), "
+            f"({100 * cpu['sim-tracker'] / wall:.0f}%), "
             f"nats-server {1e6 * cpu['nats'] / beats:.0f} us ({100 * cpu['nats'] / wall:.0f}%)",
             flush=True,
         )

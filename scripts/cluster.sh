@@ -47,22 +47,37 @@ done
 
 rm -rf "$DIR"
 mkdir -p "$DIR/logs"
-pids=()
+declare -A pid_of=()
 pg_pid=""
+PG_DIR=""
+as_owner=()
 cleanup() {
   trap - EXIT INT TERM
   say "stopping"
-  local pid
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do # nodes first, the services last
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
+  # Nodes first, then gateways, then trackers (each group drains), then the services.
+  stop_group n1 n2
+  stop_group g1 g2
+  stop_group t1 t2
+  stop_group nats redis
   if [[ -n "$pg_pid" ]]; then
-    kill -INT "$pg_pid" 2>/dev/null || true # fast shutdown
+    "${as_owner[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 ||
+      kill -TERM "$pg_pid" 2>/dev/null || true
     wait "$pg_pid" 2>/dev/null || true
   fi
+  if [[ "$PG_DIR" == /tmp/lichen-cluster-pg.* ]]; then
+    rm -rf "$PG_DIR"
+  fi
+}
+stop_group() { # stop_group NAME...: SIGTERM the named processes, then wait for them
+  local name stopping=()
+  for name in "$@"; do
+    [[ -n "${pid_of[$name]:-}" ]] || continue
+    kill -TERM "${pid_of[$name]}" 2>/dev/null || true
+    stopping+=("${pid_of[$name]}")
+  done
+  for name in "${stopping[@]}"; do
+    wait "$name" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -71,7 +86,7 @@ start() { # start NAME CMD...: run in the background, output in logs/NAME.log
   local name=$1
   shift
   "$@" >"$DIR/logs/$name.log" 2>&1 &
-  pids+=("$!")
+  pid_of[$name]=$!
 }
 
 wait_http() { # wait_http URL WHAT
@@ -85,20 +100,22 @@ EOF
   done
 }
 
-# PostgreSQL: initdb must not run as root; the 'postgres' user owns the cluster then.
-as_owner=()
+# PostgreSQL: initdb must not run as root; the 'postgres' user owns the cluster then, in a
+# directory of its own (it may not be able to enter $DIR's parents), removed at exit.
 owner=$(id -un)
+PG_DIR="$DIR/pg"
 if ((EUID == 0)); then
   id postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' user"
   as_owner=(runuser -u postgres --)
   owner=postgres
-  mkdir -p "$DIR/pg"
-  chown postgres "$DIR" "$DIR/pg" "$DIR/logs"
+  PG_DIR=$(mktemp -d /tmp/lichen-cluster-pg.XXXXXX)
+  chown postgres "$PG_DIR"
 fi
+mkdir -p "$PG_DIR"
 say "PostgreSQL on 127.0.0.1:$PG_PORT"
-"${as_owner[@]}" "$PG_BIN/initdb" -D "$DIR/pg/data" -U "$owner" --auth=trust -E UTF8 >"$DIR/logs/initdb.log"
-"${as_owner[@]}" "$PG_BIN/postgres" -D "$DIR/pg/data" -c listen_addresses=127.0.0.1 \
-  -c port="$PG_PORT" -c unix_socket_directories="$DIR/pg" >"$DIR/logs/postgres.log" 2>&1 &
+"${as_owner[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U "$owner" --auth=trust -E UTF8 >"$DIR/logs/initdb.log"
+"${as_owner[@]}" "$PG_BIN/postgres" -D "$PG_DIR/data" -c listen_addresses=127.0.0.1 \
+  -c port="$PG_PORT" -c unix_socket_directories="$PG_DIR" >"$DIR/logs/postgres.log" 2>&1 &
 pg_pid=$!
 deadline=$((SECONDS + 60))
 until "${as_owner[@]}" "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; do
@@ -181,4 +198,4 @@ EOF
   exit 0
 fi
 say "Ctrl-C stops everything"
-wait "${pids[@]}"
+wait "${pid_of[@]}"

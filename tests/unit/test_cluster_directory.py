@@ -25,8 +25,9 @@ class RecordingBus:
     def __init__(self) -> None:
         self.sent: list[tuple[str, BusMessage]] = []
 
-    async def publish(self, subject: str, msg: BusMessage) -> None:
+    async def publish(self, subject: str, msg: BusMessage) -> bool:
         self.sent.append((subject, msg))
+        return True
 
     async def subscribe(self, subject: str, handler: Any) -> None:
         pass

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -34,6 +35,7 @@ class Bus:
         self.client = client
         self._subscriptions: list[Subscription] = []
         self._complaints = _Throttled()
+        self.closing = False
 
     @classmethod
     async def connect(cls, url: str, *, name: str, wait_s: float = 10.0) -> Bus:
@@ -42,12 +44,14 @@ class Bus:
         process runs (a NATS restart must not end a role)."""
         await _reachable(url, wait_s)
         bus_log = _Throttled()
+        closing: list[Bus] = []  # the Bus, once built: its own close is no outage
 
         async def error(exc: Exception) -> None:
             bus_log.warning(f"message bus error: {type(exc).__name__}: {exc}")
 
         async def disconnected() -> None:
-            bus_log.warning("lost the message bus; reconnecting")
+            if not (closing and closing[0].closing):
+                bus_log.warning("lost the message bus; reconnecting")
 
         async def reconnected() -> None:
             log.info("reconnected to the message bus")
@@ -66,14 +70,24 @@ class Bus:
             )
         except Exception as exc:  # nats raises several unrelated types for "unreachable"
             raise _unreachable(url, exc) from exc
-        return cls(client)
+        bus = cls(client)
+        closing.append(bus)
+        return bus
 
     @property
     def connected(self) -> bool:
         return bool(self.client.is_connected)
 
-    async def publish(self, subject: str, msg: BusMessage) -> None:
-        await self.client.publish(subject, encode(msg))
+    async def publish(self, subject: str, msg: BusMessage) -> bool:
+        """Send ``msg``; False (logged, at most every ten seconds) when the bus cannot take
+        it. Callers that need delivery (a job's frames) act on False; for beats and
+        announcements the next one repairs a lost one."""
+        try:
+            await self.client.publish(subject, encode(msg))
+        except (nats.errors.Error, OSError, RuntimeError) as exc:  # closed, reconnecting, full
+            self._complaints.warning(f"could not publish on the message bus: {exc!r}")
+            return False
+        return True
 
     async def subscribe(self, subject: str, handler: Handler) -> None:
         async def deliver(raw: Msg) -> None:
@@ -93,6 +107,7 @@ class Bus:
         await self.client.flush(timeout=5)
 
     async def close(self) -> None:
+        self.closing = True
         for sub in self._subscriptions:
             try:
                 await sub.unsubscribe()
@@ -100,7 +115,10 @@ class Bus:
                 log.debug("unsubscribe failed", exc_info=True)
         self._subscriptions.clear()
         if not self.client.is_closed:
-            await self.client.close()
+            try:
+                await self.client.close()
+            except (nats.errors.Error, OSError, RuntimeError) as exc:  # the server died first
+                log.debug("closing the bus connection: %r", exc)
 
     def _complain(self, message: str) -> None:
         self._complaints.warning(message)

@@ -49,7 +49,8 @@ class RelayLink:
         if self.closed or not self.bus.connected:
             raise LinkClosed(f"relay to {self.peer_id} is closed")
         out = ToNode(gateway=self.gateway, peer_id=self.peer_id, frame=codec.encode(msg))
-        await self.bus.publish(self.subject, out)
+        if not await self.bus.publish(self.subject, out):
+            raise LinkClosed(f"the message bus did not take a frame for {self.peer_id}")
 
     async def recv(self) -> Message:
         item = await self._inbox.get()
