@@ -205,6 +205,14 @@ def _guarded_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
     return Guarded
 
 
+def dial_host(host: str) -> str:
+    """The address a client on this machine dials for a server bound to ``host`` (a
+    wildcard bind is reached on loopback; an IPv6 literal gets its brackets)."""
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 class HttpServer:
     def __init__(
         self, app: FastAPI, *, host: str, port: int, options: HttpOptions | None = None

@@ -66,16 +66,7 @@ class Network:
         )
         invite = parse_invite(token)
         if record:
-            await self.repo.add_invite(
-                InviteRecord(
-                    id=invite.invite_id,
-                    roles=tuple(invite.roles),
-                    max_uses=invite.max_uses,
-                    uses=0,
-                    expires_ms=invite.expires_ms,
-                    created_ms=invite.issued_ms,
-                )
-            )
+            await self.repo.add_invite(InviteRecord.of(invite))
         return token
 
     def admission(self, mode: str = "private", per_ip: int = 10) -> InviteAdmission:

@@ -77,16 +77,7 @@ class Net:
             now_ms=now_ms(),
         )
         invite = parse_invite(token)
-        await self.stack.members.add_invite(
-            InviteRecord(
-                id=invite.invite_id,
-                roles=tuple(invite.roles),
-                max_uses=invite.max_uses,
-                uses=0,
-                expires_ms=invite.expires_ms,
-                created_ms=invite.issued_ms,
-            )
-        )
+        await self.stack.members.add_invite(InviteRecord.of(invite))
         return token
 
     def identity(self, name: str) -> Identity:

@@ -59,16 +59,7 @@ async def _invite(stack: TrackerStack, urls: list[str]) -> str:
         now_ms=now_ms(),
     )
     invite = parse_invite(token)
-    await stack.members.add_invite(
-        InviteRecord(
-            id=invite.invite_id,
-            roles=tuple(invite.roles),
-            max_uses=invite.max_uses,
-            uses=0,
-            expires_ms=invite.expires_ms,
-            created_ms=invite.issued_ms,
-        )
-    )
+    await stack.members.add_invite(InviteRecord.of(invite))
     return token
 
 

@@ -1,7 +1,9 @@
-"""Options shared by ``lichen up``, ``lichen node`` and ``lichen tracker``."""
+"""Options shared by ``lichen up``, ``lichen node``, ``lichen tracker`` and ``lichen gateway``,
+and how a serving command reports a failure to start."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,6 +11,7 @@ import typer
 from rich.console import Console
 
 from lichen.config import Settings, load_settings
+from lichen.errors import LichenError
 from lichen.logs import setup_logging
 
 UpstreamOption = Annotated[
@@ -102,6 +105,8 @@ BatchThreadsOption = Annotated[
 ParallelOption = Annotated[int | None, typer.Option(help="Parallel slots per model.")]
 CtxSizeOption = Annotated[int | None, typer.Option(help="Total context tokens per model.")]
 LogLevelOption = Annotated[str | None, typer.Option(help="DEBUG, INFO or WARNING.")]
+HostOption = Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")]
+PortOption = Annotated[int | None, typer.Option(help="HTTP port (default 8470).")]
 
 
 def settings_or_exit(console: Console, **overrides: Any) -> Settings:
@@ -113,3 +118,20 @@ def settings_or_exit(console: Console, **overrides: Any) -> Settings:
         raise typer.Exit(2) from None
     setup_logging(settings.log_level)
     return settings
+
+
+def serve_or_exit(console: Console, settings: Settings, serve: Callable[[], object]) -> None:
+    """Run a serving command's ``serve()``; a typed error or a port that cannot be bound
+    is one red line and exit status 1, not a traceback."""
+    try:
+        serve()
+    except LichenError as error:
+        console.print(f"[red]error:[/red] {error.message}")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        console.print(
+            f"[red]error:[/red] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            f" (choose another port with --port)",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None

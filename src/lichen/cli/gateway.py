@@ -10,14 +10,16 @@ from rich.console import Console
 
 from lichen.cli.engine_options import (
     ForwardedAllowOption,
+    HostOption,
     LogLevelOption,
     OperatorSurfacesOption,
+    PortOption,
     TlsCertOption,
     TlsKeyOption,
+    serve_or_exit,
     serving_overrides,
     settings_or_exit,
 )
-from lichen.errors import LichenError
 from lichen.identity.store import load_identity
 from lichen.portcheck import ensure_port_free
 from lichen.roles.cluster import gateway_stack
@@ -26,8 +28,8 @@ from lichen.server import install_shutdown_signals
 
 
 def gateway_command(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port (default 8470).")] = None,
+    host: HostOption = None,
+    port: PortOption = None,
     nats_url: Annotated[
         str | None,
         typer.Option(help="The cluster's message bus (or LICHEN_NATS_URL), e.g. nats://h:4222."),
@@ -78,15 +80,4 @@ def gateway_command(
             )
             await stop.wait()
 
-    try:
-        run(serve())
-    except LichenError as error:
-        console.print(f"[red]error:[/red] {error.message}")
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        console.print(
-            f"[red]error:[/red] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-            f" (choose another port with --port)",
-            highlight=False,
-        )
-        raise typer.Exit(1) from None
+    serve_or_exit(console, settings, lambda: run(serve()))

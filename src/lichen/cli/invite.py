@@ -118,14 +118,7 @@ def create_command(
     except ValueError as exc:
         raise fail(str(exc)) from None
     invite = parse_invite(token)
-    record = InviteRecord(
-        id=invite.invite_id,
-        roles=tuple(invite.roles),
-        max_uses=invite.max_uses,
-        uses=0,
-        expires_ms=invite.expires_ms,
-        created_ms=invite.issued_ms,
-    )
+    record = InviteRecord.of(invite)
 
     async def store() -> None:
         async with membership(settings) as members:

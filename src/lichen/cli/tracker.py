@@ -10,14 +10,16 @@ from rich.console import Console
 
 from lichen.cli.engine_options import (
     ForwardedAllowOption,
+    HostOption,
     LogLevelOption,
     OperatorSurfacesOption,
+    PortOption,
     TlsCertOption,
     TlsKeyOption,
+    serve_or_exit,
     serving_overrides,
     settings_or_exit,
 )
-from lichen.errors import LichenError
 from lichen.identity.store import load_identity
 from lichen.portcheck import ensure_port_free
 from lichen.roles.event_loop import run
@@ -26,8 +28,8 @@ from lichen.server import install_shutdown_signals
 
 
 def tracker_command(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port (default 8470).")] = None,
+    host: HostOption = None,
+    port: PortOption = None,
     public: Annotated[
         bool | None,
         typer.Option(
@@ -72,18 +74,7 @@ def tracker_command(
             _ready(console, stack, gateway=not no_gateway)
             await stop.wait()
 
-    try:
-        run(serve())
-    except LichenError as error:
-        console.print(f"[red]error:[/red] {error.message}")
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        console.print(
-            f"[red]error:[/red] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-            f" (choose another port with --port)",
-            highlight=False,
-        )
-        raise typer.Exit(1) from None
+    serve_or_exit(console, settings, lambda: run(serve()))
 
 
 def _ready(console: Console, stack: TrackerStack, *, gateway: bool) -> None:

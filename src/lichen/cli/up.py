@@ -14,27 +14,29 @@ from lichen.cli.engine_options import (
     CtxSizeOption,
     EmbeddingsOption,
     ForwardedAllowOption,
+    HostOption,
     LocalModelOption,
     LogLevelOption,
     OperatorSurfacesOption,
     ParallelOption,
+    PortOption,
     ThreadsOption,
     TlsCertOption,
     TlsKeyOption,
     UpstreamKeyOption,
     UpstreamOption,
     engine_overrides,
+    serve_or_exit,
     serving_overrides,
     settings_or_exit,
 )
 from lichen.cli.models import RichProgress
-from lichen.errors import LichenError
 from lichen.up import Ready, run_up
 
 
 def up_command(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port (default 8470).")] = None,
+    host: HostOption = None,
+    port: PortOption = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory (default ~/.local/share/lichen).")
     ] = None,
@@ -81,15 +83,8 @@ def up_command(
             highlight=False,
         )
 
-    try:
-        asyncio.run(run_up(settings, progress=RichProgress(console), on_ready=ready))
-    except LichenError as error:
-        console.print(f"[red]error:[/red] {error.message}")
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        console.print(
-            f"[red]error:[/red] cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-            f" (choose another port with --port)",
-            highlight=False,
-        )
-        raise typer.Exit(1) from None
+    serve_or_exit(
+        console,
+        settings,
+        lambda: asyncio.run(run_up(settings, progress=RichProgress(console), on_ready=ready)),
+    )

@@ -34,7 +34,7 @@ from lichen.identity.store import Identity
 from lichen.roles.gateway import Gateway, GatewayOptions, build_gateway
 from lichen.roles.shared import start_shared
 from lichen.roles.web import build_web
-from lichen.server import HttpOptions, HttpServer
+from lichen.server import HttpOptions, HttpServer, dial_host
 from lichen.storage.membership import MembershipRepository
 from lichen.storage.repositories import RequestLogRepository
 from lichen.tracker.registry import Registry
@@ -144,7 +144,7 @@ async def gateway_stack(settings: Settings, identity: Identity) -> AsyncIterator
         http = HttpServer(api.app, host=settings.host, port=settings.port, options=options)
         exits.push_async_callback(http.stop)  # first to stop
         port = await http.start()
-        url = f"{http.scheme}://{_local_host(settings.host)}:{port}"
+        url = f"{http.scheme}://{dial_host(settings.host)}:{port}"
         log.info("gateway listening on %s (bus %s)", url, redacted_url(settings.nats_url or ""))
         yield GatewayStack(
             settings=settings,
@@ -164,9 +164,3 @@ def _bus_check(bus: Bus) -> Callable[[], str | None]:
         return None if bus.connected else "the message bus is unreachable"
 
     return check
-
-
-def _local_host(host: str) -> str:
-    if host in ("0.0.0.0", "", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host

@@ -51,7 +51,7 @@ from lichen.roles.gateway import Gateway, GatewayOptions, build_gateway, build_s
 from lichen.roles.shared import start_shared
 from lichen.roles.web import build_web
 from lichen.routing.scheduler import Scheduler
-from lichen.server import HttpOptions, HttpServer, pinned_tls
+from lichen.server import HttpOptions, HttpServer, dial_host, pinned_tls
 from lichen.storage.membership import MembershipRepository
 from lichen.storage.repositories import RequestLogRepository
 from lichen.tasks import cancel_and_wait
@@ -103,13 +103,7 @@ def node_url(public_url: str | None, host: str, port: int, *, tls: bool = False)
     """The URL to put in invites: the configured public URL, else the bound address."""
     if public_url:
         return dial_url(public_url)
-    return f"{'wss' if tls else 'ws'}://{_dial_host(host)}:{port}{NODE_PATH}"
-
-
-def _dial_host(host: str) -> str:
-    if host in ("0.0.0.0", "", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
+    return f"{'wss' if tls else 'ws'}://{dial_host(host)}:{port}{NODE_PATH}"
 
 
 @dataclass
@@ -359,7 +353,7 @@ async def tracker_stack(
         http = HttpServer(app, host=settings.host, port=settings.port, options=options)
         exits.push_async_callback(http.stop)  # first to stop: no request reaches a stopped part
         port = await http.start()
-        host = _dial_host(settings.host)
+        host = dial_host(settings.host)
         info = TrackerInfo(
             url=f"{http.scheme}://{host}:{port}",
             node_url=node_url(settings.public_url, settings.host, port, tls=options.tls),

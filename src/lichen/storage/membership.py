@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lichen.errors import ErrorCode, LichenError
+from lichen.identity.invites import Invite
 from lichen.storage.tables import InviteRow, MemberRow
 
 MemberStatus = Literal["approved", "pending", "revoked"]
@@ -41,6 +42,18 @@ class InviteRecord:
     expires_ms: int  # 0 = never
     created_ms: int
     revoked: bool = False
+
+    @classmethod
+    def of(cls, invite: Invite) -> InviteRecord:
+        """The terms of a freshly signed invite, as they are stored (unused)."""
+        return cls(
+            id=invite.invite_id,
+            roles=tuple(invite.roles),
+            max_uses=invite.max_uses,
+            uses=0,
+            expires_ms=invite.expires_ms,
+            created_ms=invite.issued_ms,
+        )
 
     def state(self, now_ms: int) -> str:
         """``active``, ``revoked``, ``expired`` or ``used up``."""

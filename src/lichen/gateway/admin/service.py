@@ -102,14 +102,7 @@ class AdminService:
         except ValueError as exc:
             raise LichenError(ErrorCode.INVALID_REQUEST, str(exc), param="tracker_url") from None
         invite = parse_invite(token)
-        record = InviteRecord(
-            id=invite.invite_id,
-            roles=tuple(invite.roles),
-            max_uses=invite.max_uses,
-            uses=0,
-            expires_ms=invite.expires_ms,
-            created_ms=invite.issued_ms,
-        )
+        record = InviteRecord.of(invite)
         await self.members.add_invite(record)
         await self._log(
             who,
