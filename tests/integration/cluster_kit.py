@@ -4,7 +4,6 @@ directories, and fake-engine nodes joining a tracker over the real wire protocol
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +15,8 @@ from lichen.cluster.bus import Bus
 from lichen.cluster.directory import Directory
 from lichen.cluster.messages import Subjects
 from lichen.cluster.tracker_relay import TrackerRelay
-from lichen.gateway.app import GatewayDeps, create_app
-from lichen.gateway.completions import CompletionService
 from lichen.identity.store import Identity, load_identity
-from lichen.routing.router import Router
-from lichen.routing.scheduler import Scheduler
+from lichen.roles.gateway import GatewayOptions, build_gateway
 from lichen.server import HttpServer
 from lichen.tracker.admission import OwnerAdmission
 from lichen.tracker.registry import Registry
@@ -113,19 +109,13 @@ class Cluster:
     async def add_gateway(self, *, stall_timeout_s: float = 30.0) -> ClusterGateway:
         bus = await Bus.connect(self.nats_url, name="gateway")
         directory = Directory(bus, self.subjects, beat_s=0.2)
-        scheduler = Scheduler(directory.registry)
-        completions = CompletionService(
-            router=Router(scheduler, first_token_timeout_s=10.0, stall_timeout_s=stall_timeout_s),
-            scheduler=scheduler,
-            max_request_bytes=64 * 1024,
-            timeout_s=30.0,
-        )
-        app = create_app(
-            GatewayDeps(registry=directory.registry, completions=completions, started=time.time())
-        )
+        gateway_app = build_gateway(
+            GatewayOptions(first_token_timeout_s=10.0, stall_timeout_s=stall_timeout_s),
+            registry=directory.registry,
+        ).app
         await directory.start()
         client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=30.0
+            transport=httpx.ASGITransport(app=gateway_app), base_url="http://gateway", timeout=30.0
         )
         gateway = ClusterGateway(bus, directory, client)
         self.gateways.append(gateway)

@@ -114,7 +114,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     install_dialects(app, deps.registry, deps.completions, embeddings)
     install_docs(app, [Depends(deps.operator or OperatorGate("open"))])  # no CDN
     if deps.accounting is not None:
-        deps.accounting.install(app, deps.completions)
+        deps.accounting.install(app)
     if deps.metrics is not None:
         app.add_middleware(MetricsMiddleware, metrics=deps.metrics)
         endpoint = metrics_endpoint(deps.metrics.registry)

@@ -33,7 +33,7 @@ from lichen.gateway.hooks import RequestPipeline
 from lichen.gateway.limits import RequestLimits, check_generation, grammar_weight
 from lichen.gateway.responses import merge_tool_calls
 from lichen.routing.capabilities import any_supports
-from lichen.routing.context import check_context
+from lichen.routing.context import check_context, node_context
 from lichen.routing.router import Router, RouteTrace
 from lichen.routing.scheduler import Scheduler
 from lichen.storage.repositories import RequestRecord
@@ -74,6 +74,7 @@ class Outcome:
     ttft_ms: int | None = None
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
     node: str | None = None
+    node_context: int = 0  # the serving node's declared context for the model (bounds a charge)
     receipt: bytes = b""  # the serving node's signed receipt (ledger), when it sent one
     job_id: str = ""  # the tracker's id of the job that finished the answer
     streamed_tokens: int = 0  # tokens of the deltas handed to the client so far
@@ -245,6 +246,10 @@ class CompletionService:
             raise
         outcome.ttft_ms = int((time.perf_counter() - outcome.started) * 1000)
         outcome.node = trace.nodes[-1] if trace.nodes else None
+        if outcome.node is not None:
+            outcome.node_context = node_context(
+                self.scheduler.registry, outcome.node, outcome.model
+            )
         return Routed(first, events, deadline, dict(run.headers) if run is not None else {})
 
     async def relay(self, routed: Routed, outcome: Outcome) -> AsyncGenerator[EngineEvent, None]:

@@ -81,6 +81,7 @@ class RequestGuard:
         ledger: Ledger | None = None,
         usage: UsageRepository | None = None,
         reputation: ReputationBook | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.limiter = limiter
@@ -93,7 +94,7 @@ class RequestGuard:
         self.concurrency = ConcurrencyLimiter(
             limiter if limiter.shared else None, lease_s=policy.concurrency_lease_s
         )
-        self.meter = Meter()  # what to settle: counted, bounded (lichen.gateway.metering)
+        self.meter = meter or Meter()  # what to settle: counted, bounded (lichen.gateway.metering)
 
     async def admit(self, request: Request) -> Ticket:
         principal = await self.authenticator.principal(

@@ -20,20 +20,15 @@ from lichen.ledger.charge import Charge, bound_charge
 from lichen.ledger.receipts import claimed_usage
 from lichen.ledger.tokens import ModelFile, TokenCounter
 from lichen.models.store import ModelStore
-from lichen.tracker.registry import Registry
 from lichen.wire.messages import Usage
 
 __all__ = [
-    "ContextFor",
     "Meter",
     "TokenEvidence",
     "installed_model_file",
-    "registry_context",
 ]
 
 log = logging.getLogger(__name__)
-
-ContextFor = Callable[[str, str], int]  # (node peer id, model) -> context tokens, 0 unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +50,9 @@ class Meter:
         self,
         *,
         tokens: TokenCounter | None = None,
-        context_for: ContextFor | None = None,
         on_evidence: Callable[[TokenEvidence], None] | None = None,
     ) -> None:
         self.tokens = tokens
-        self.context_for = context_for
         self.on_evidence = on_evidence
 
     async def measure(self, outcome: Outcome) -> Charge:
@@ -72,9 +65,7 @@ class Meter:
             counted = await asyncio.to_thread(
                 self.tokens.count, outcome.model, outcome.completion_text
             )
-        context = 0
-        if self.context_for is not None and outcome.node and outcome.model:
-            context = self.context_for(outcome.node, outcome.model)
+        context = outcome.node_context  # what the serving node declared for the model
         # The claim that would be paid: the signed receipt's, else the final usage.
         claimed = claimed_usage(outcome.receipt) or outcome.usage
         charge = bound_charge(
@@ -131,14 +122,3 @@ def installed_model_file(models_path: Path) -> ModelFile:
         return installed.path if installed is not None else None
 
     return model_file
-
-
-def registry_context(registry: Registry) -> ContextFor:
-    """(node, model) -> the context size the node's manifest declares (0 if unknown)."""
-
-    def context_for(node: str, model: str) -> int:
-        conn = registry.get(node)
-        info = conn.state.model_info(model) if conn is not None else None
-        return info.context if info is not None else 0
-
-    return context_for

@@ -31,9 +31,8 @@ from lichen.clock import Clock, system_clock
 from lichen.config import Settings
 from lichen.gateway.account_routes import account_router
 from lichen.gateway.auth_routes import auth_router
-from lichen.gateway.completions import CompletionService
 from lichen.gateway.guard import GuardPolicy, RequestGuard, install_guard
-from lichen.gateway.metering import installed_model_file, registry_context
+from lichen.gateway.metering import Meter, installed_model_file
 from lichen.http.auth import Authenticator, address_key
 from lichen.ledger.releaser import EscrowReleaser, release_interval
 from lichen.ledger.service import Ledger
@@ -103,9 +102,9 @@ class GatewayServices:
             ledger=ledger,
             usage=usage,
             reputation=reputation,
+            # Exact token counts for the models this machine has a copy of (ledger.tokens).
+            meter=Meter(tokens=TokenCounter(installed_model_file(settings.models_path))),
         )
-        # Exact token counts for the models this machine has a copy of (ledger.tokens).
-        guard.meter.tokens = TokenCounter(installed_model_file(settings.models_path))
         return cls(
             accounts=accounts,
             sessions=sessions,
@@ -123,15 +122,9 @@ class GatewayServices:
             releaser=EscrowReleaser(ledger, interval_s=release_interval(settings.audit_window_s)),
         )
 
-    def install(self, app: FastAPI, completions: CompletionService | None = None) -> None:
-        """Add the ``/v1/auth`` and ``/v1/account`` routes and the inference guard;
-        answers of ``completions`` are then settled by the guard."""
-        if completions is not None and completions.settle is None:
-            completions.settle = self.guard.settle
-        if completions is not None and completions.weigh is None:
-            completions.weigh = self.guard.weigh
-        if completions is not None:  # charges are bounded by the serving node's context
-            self.guard.meter.context_for = registry_context(completions.scheduler.registry)
+    def install(self, app: FastAPI) -> None:
+        """Add the ``/v1/auth`` and ``/v1/account`` routes and the inference guard (the
+        completion service settles through ``guard.settle``, given at its construction)."""
         app.include_router(auth_router(self))
         app.include_router(account_router(self))
         install_guard(app, self.guard)

@@ -122,6 +122,9 @@ def build_gateway(
         pipeline=pipeline,
         limits=options.limits,
         audits=audits,
+        # accounting: quotas, the ledger and usage settle each answer (lichen.gateway.guard)
+        settle=accounting.guard.settle if accounting is not None else None,
+        weigh=accounting.guard.weigh if accounting is not None else None,
     )
     checks = health_checks if health_checks is not None else []
     app = create_app(

@@ -60,3 +60,10 @@ def check_context(registry: Registry, request: GenerationRequest) -> None:
             "LICHEN_PARALLEL slots, or LICHEN_KV_UNIFIED=true).",
             param="messages",
         )
+
+
+def node_context(registry: Registry, peer_id: str, model: str) -> int:
+    """The context size ``peer_id``'s manifest declares for ``model`` (0 if unknown)."""
+    conn = registry.get(peer_id)
+    info = conn.state.model_info(model) if conn is not None else None
+    return info.context if info is not None else 0
