@@ -88,8 +88,8 @@ class TrackerRelay:
         self.beat_s = beat_s
         self._manifests: dict[str, Manifest] = {}  # peer id -> its latest signed manifest
         self._jobs: dict[str, _Job] = {}  # relayed job id -> owner
-        self._gateways: dict[str, float] = {}  # gateway id -> monotonic time of its last beat
-        self._gateway_every: dict[str, float] = {}
+        # gateway id -> (monotonic time of its last beat, its beat interval)
+        self._gateways: dict[str, tuple[float, float]] = {}
         self._beat: Periodic | None = None
         self._syncing: dict[str, asyncio.Task[None]] = {}  # gateway id -> its re-announcement
 
@@ -189,7 +189,7 @@ class TrackerRelay:
             problem = LichenError(ErrorCode.NO_CAPACITY, "the tracker relays too many jobs")
         else:
             self._jobs[frame.job_id] = _Job(gateway, peer_id)
-            self._gateways.setdefault(gateway, time.monotonic())
+            self._gateways.setdefault(gateway, (time.monotonic(), self.beat_s))
             try:
                 await conn.link.send(frame)
                 return
@@ -201,8 +201,7 @@ class TrackerRelay:
 
     async def _on_gateway_beat(self, msg: BusMessage) -> None:
         if isinstance(msg, GatewayBeat):
-            self._gateways[msg.gateway] = time.monotonic()
-            self._gateway_every[msg.gateway] = msg.every_s
+            self._gateways[msg.gateway] = (time.monotonic(), msg.every_s)
 
     async def _on_sync(self, msg: BusMessage) -> None:
         """Announce every node to the asking gateway, once at a time per gateway (a sync
@@ -237,8 +236,8 @@ class TrackerRelay:
         now = time.monotonic()
         gone = {
             gateway
-            for gateway, seen in self._gateways.items()
-            if now - seen > MISSED_BEATS * self._gateway_every.get(gateway, self.beat_s) + 0.5
+            for gateway, (seen, every_s) in self._gateways.items()
+            if now - seen > MISSED_BEATS * every_s + 0.5
         }
         if not gone:
             return
@@ -253,7 +252,6 @@ class TrackerRelay:
         for gateway in gone:
             log.warning("gateway %s stopped beating; its jobs were cancelled", gateway)
             self._gateways.pop(gateway, None)
-            self._gateway_every.pop(gateway, None)
 
     async def _announce(self, conn: NodeConnection, manifest: Manifest) -> None:
         await self._publish(self._node_up(conn, manifest))

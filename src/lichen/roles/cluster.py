@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -83,7 +83,6 @@ class GatewayStack:
     app: FastAPI
     port: int
     url: str
-    health_checks: list[Callable[[], str | None]] = field(default_factory=list)
 
 
 @contextlib.asynccontextmanager
@@ -155,7 +154,6 @@ async def gateway_stack(settings: Settings, identity: Identity) -> AsyncIterator
             app=api.app,
             port=port,
             url=url,
-            health_checks=health_checks,
         )
 
 
