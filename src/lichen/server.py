@@ -304,17 +304,20 @@ def install_shutdown_signals(
             _force_exit("a second stop signal arrived")
         stop.set()
         if grace_s is not None:
-            deadline = grace_s + close_margin_s
-            timer = threading.Timer(
-                deadline, _force_exit, args=(f"shutdown took longer than {deadline:g}s",)
-            )
-            timer.daemon = True  # never keeps the process alive itself
-            timer.name = "shutdown-deadline"
-            timer.start()
+            arm_exit_deadline(grace_s + close_margin_s)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     return stop
+
+
+def arm_exit_deadline(seconds: float) -> None:
+    """The process is shutting down: if it has not exited ``seconds`` from now, log why
+    and exit at once (only for a process that is ours, never inside a test's)."""
+    timer = threading.Timer(seconds, _force_exit, args=(f"shutdown took longer than {seconds:g}s",))
+    timer.daemon = True  # never keeps the process alive itself
+    timer.name = "shutdown-deadline"
+    timer.start()
 
 
 def _force_exit(why: str) -> None:

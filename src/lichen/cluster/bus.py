@@ -148,9 +148,10 @@ async def _reachable(url: str, wait_s: float) -> None:
     while True:
         for server in servers:
             try:
-                _reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(server.hostname, server.port or 4222), 2.0
-                )
+                async with asyncio.timeout(2.0):
+                    _reader, writer = await asyncio.open_connection(
+                        server.hostname, server.port or 4222
+                    )
             except (OSError, TimeoutError) as exc:
                 problem: Exception = exc
                 continue

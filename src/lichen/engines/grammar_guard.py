@@ -58,7 +58,8 @@ class GrammarGuard:
     async def _convert(self, schema: Any, param: str) -> None:
         text = json.dumps(schema)
         try:
-            await asyncio.wait_for(asyncio.to_thread(self.convert, text), self.budget_s)
+            async with asyncio.timeout(self.budget_s):
+                await asyncio.to_thread(self.convert, text)
         except TimeoutError:
             raise LichenError(
                 ErrorCode.INVALID_REQUEST,

@@ -427,7 +427,8 @@ class LlamaCppEngine:
         # ever; the process's shutdown deadline (``shutdown_grace_s``) ends it.
         stopping = asyncio.ensure_future(asyncio.to_thread(servers.clear))
         try:
-            await asyncio.wait_for(asyncio.shield(stopping), self.close_timeout_s)
+            async with asyncio.timeout(self.close_timeout_s):
+                await asyncio.shield(stopping)
         except TimeoutError:
             log.warning(
                 "llama.cpp did not stop within %.0fs (stuck engine loop)", self.close_timeout_s

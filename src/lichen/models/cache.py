@@ -93,7 +93,8 @@ class ModelCache:
             fetch = self._start(model, source)
         if wait_s > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_more(fetch, known), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._wait_more(fetch, known)
         if fetch.error is not None:
             raise fetch.error
         return ChunkList(
@@ -127,7 +128,8 @@ class ModelCache:
         fetch = self._fetches.get(model_sha)
         if fetch is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_more(fetch, index), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._wait_more(fetch, index)
         sha = self.expected(model_sha, index)
         return None if sha is None else await asyncio.to_thread(self.store.get, sha)
 

@@ -277,7 +277,8 @@ class SwarmHub:
             await peer.link.send(
                 ChunkGet(req_id=req_id, model=msg.model, index=msg.index, sha256=msg.sha256)
             )
-            reply = await asyncio.wait_for(waiter, self.relay_timeout_s)
+            async with asyncio.timeout(self.relay_timeout_s):
+                reply = await waiter
         except LinkClosed:
             return None
         except TimeoutError:

@@ -187,7 +187,8 @@ class SwarmClient:
                 await self._send(make(req_id))
             except LinkClosed as exc:
                 raise LichenError(ErrorCode.NODE_FAILED, "transfer link closed") from exc
-            reply = await asyncio.wait_for(waiter, REQUEST_TIMEOUT_S)
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                reply = await waiter
         except TimeoutError:
             raise LichenError(ErrorCode.TIMEOUT, "the tracker did not answer in time") from None
         finally:

@@ -193,7 +193,8 @@ class NodeAgent:
             if not backoff:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), delay * (0.8 + 0.4 * random.random()))
+                async with asyncio.timeout(delay * (0.8 + 0.4 * random.random())):
+                    await self._stopped.wait()
             cap = self.config.backoff_max_s
             delay = min(delay * 2, min(cap, PENDING_RETRY_S) if self.pending else cap)
 

@@ -190,7 +190,8 @@ class JobRunner:
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
         return self._idle.is_set()
 
     def _receipt(self, job_id: str, model: str, usage: Usage, finish_reason: str) -> bytes:

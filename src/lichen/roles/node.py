@@ -28,7 +28,12 @@ from lichen.node.join import resolve_join
 from lichen.privacy.node_side import node_privacy_options
 from lichen.roles.llama_engine import install_model
 from lichen.roles.node_engine import start_node_engine, start_node_metrics
-from lichen.server import client_tls, install_shutdown_signals
+from lichen.server import (
+    CLOSE_MARGIN_S,
+    arm_exit_deadline,
+    client_tls,
+    install_shutdown_signals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,7 @@ async def run_node(
     ``drain_timeout_s`` defaults to ``settings.shutdown_grace_s``; after it (plus a
     margin for closing) a node stuck in an engine call exits anyway.
     """
+    owns_process = stop is None  # signals are ours, and so is exiting on time
     stop = stop or install_shutdown_signals(settings.shutdown_grace_s)
     if drain_timeout_s is None:
         drain_timeout_s = settings.shutdown_grace_s
@@ -111,6 +117,8 @@ async def run_node(
             log.info("draining: %d running jobs finish, no new ones start", len(agent.runner))
             await agent.drain(timeout=drain_timeout_s)
     finally:
+        if owns_process and not stop.is_set():  # refused for good: bounded like a signal
+            arm_exit_deadline(settings.shutdown_grace_s + CLOSE_MARGIN_S)
         stopper.cancel()
         seeder.cancel()
         await agent.stop()

@@ -142,7 +142,8 @@ class TrackerService:
                 return False
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
         return True
 
     async def endpoint(self, ws: WebSocket) -> None:
@@ -157,7 +158,8 @@ class TrackerService:
                 heartbeat_s=self.heartbeat_s,
                 policy=self.policy,
             )
-            first = await asyncio.wait_for(link.recv(), self.dead_after_s * 3)
+            async with asyncio.timeout(self.dead_after_s * 3):
+                first = await link.recv()
             if not isinstance(first, Manifest):
                 raise LichenError(ErrorCode.PROTOCOL_ERROR, "expected a manifest after welcome")
             try:

@@ -55,7 +55,8 @@ class Admission(Protocol):
 
 
 async def _expect(link: Link, kind: type[T]) -> T:
-    msg = await asyncio.wait_for(link.recv(), HANDSHAKE_TIMEOUT_S)
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+        msg = await link.recv()
     if isinstance(msg, Error):
         raise LichenError(parse_code(msg.code, unknown=ErrorCode.HANDSHAKE_FAILED), msg.message)
     if not isinstance(msg, kind):
