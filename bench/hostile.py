@@ -7,7 +7,9 @@ host), in one run:
 1. ``quiet``: the honest user (from 127.0.0.1, with the API key it signed up for)
    sends short streamed chat requests one at a time and records each time to first
    token;
-2. ``streams``, ``schemas``, ``both``: the same, while
+2. ``neighbour``: the same while another honest user (127.0.0.4, no key) reads a long
+   streamed answer as it comes: what sharing the node with one ordinary user costs;
+3. ``streams``, ``schemas``, ``both``: the same, while
    - attacker A (from 127.0.0.2) opens 64 streams asking for long answers and never
      reads a byte of them (the gateway's per-principal concurrency cap refuses the
      ones past it with 429; the accepted ones sit on back-pressure), and
@@ -45,6 +47,7 @@ from overhead import DEFAULT_MODELS_DIR, conditions, lichen_up, pct, resolve_mod
 HONEST = "127.0.0.1"
 STREAMER = "127.0.0.2"
 SCHEMER = "127.0.0.3"
+NEIGHBOUR = "127.0.0.4"
 
 
 def worst_schema() -> dict[str, Any]:
@@ -80,7 +83,10 @@ def lichen_up_limited(
         batch_threads=args.threads,
         parallel=args.parallel,
         ctx_size=args.ctx_size,
-        env={"LICHEN_LIMIT_LOOPBACK": "true"},  # as behind a reverse proxy on the host
+        # As behind a reverse proxy on the host; the honest key may ask more than 60 times a
+        # minute (the attackers have no key); plus --env.
+        env={"LICHEN_LIMIT_LOOPBACK": "true", "LICHEN_KEY_REQUESTS_PER_MINUTE": "600"}
+        | dict(item.split("=", 1) for item in args.env),
     )
 
 
@@ -175,6 +181,22 @@ async def never_reading_streams(
     await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
 
 
+async def neighbour_reading(url: str, model: str, stop: asyncio.Event) -> None:
+    """Another honest user: long streamed answers, read as they come, until ``stop``."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Write a very long story."}],
+        "max_tokens": 1500,
+        "stream": True,
+    }
+    async with client_from(NEIGHBOUR, url) as client:
+        while not stop.is_set():
+            async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                async for _line in response.aiter_lines():
+                    if stop.is_set():
+                        break
+
+
 async def schema_flood(url: str, model: str, stop: asyncio.Event, stats: Counter[str]) -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "worst", "schema": worst_schema()}}
     body = {
@@ -208,6 +230,7 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=12, help="honest requests per phase")
     parser.add_argument("--tokens", type=int, default=8, help="honest max_tokens")
     parser.add_argument("--streams", type=int, default=64, help="attacker A's streams")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for lichen up")
     args = parser.parse_args()
     args.batch_threads = args.threads
     check_schema(worst_schema(), SchemaLimits(), "response_format")  # accepted by the gateway
@@ -218,7 +241,8 @@ async def main() -> None:
             model,
             {
                 "workload": f"honest: {args.requests} streamed chats, max_tokens {args.tokens}, "
-                f"one at a time; attack: {args.streams} never-read streams + a schema flood",
+                f"one at a time; attack: {args.streams} never-read streams + a schema flood; "
+                f"extra env {args.env or 'none'}",
                 "schema": f"{len(json.dumps(worst_schema()))} bytes: anyOf 16 objects, "
                 "64 optional properties, 32 enum values of 210 characters",
             },
@@ -245,6 +269,12 @@ async def main() -> None:
 
         await honest_phase(url, key, model.name, 2, args.tokens, "warm-up")  # not measured
         await measure("quiet")
+        stop_reading = asyncio.Event()
+        neighbour = asyncio.create_task(neighbour_reading(url, model.name, stop_reading))
+        await asyncio.sleep(1)  # its answer is under way
+        await measure("neighbour")  # one ordinary user sharing the node: the reference
+        stop_reading.set()
+        await neighbour
         held: list[asyncio.StreamWriter] = []
         await never_reading_streams(url, model.name, args.streams, held, stats)
         await measure("streams")  # attacker A alone
@@ -263,7 +293,7 @@ async def main() -> None:
         p50, p95 = pct(times, 50), pct(times, 95)
         ratio = f"{p50 / pct(quiet, 50):5.2f}x" if label != "quiet" else "     "
         print(
-            f"honest TTFT {label:<8} p50 {p50 * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms  "
+            f"honest TTFT {label:<9} p50 {p50 * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms  "
             f"p50 vs quiet {ratio}"
         )
     both = pct(phases["both"], 50) / pct(quiet, 50)

@@ -185,7 +185,9 @@ class Settings(BaseSettings):
         default=8, ge=0, description="Requests in flight per API key or account (0 = no limit)."
     )
     anonymous_concurrent_requests: int = Field(
-        default=2, ge=0, description="Requests in flight per client address without a key."
+        default=1,
+        ge=0,
+        description="Requests in flight per client address without a key (0 = no limit).",
     )
     allowed_hosts: str = Field(
         default="",
