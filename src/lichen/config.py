@@ -309,6 +309,16 @@ class Settings(BaseSettings):
         "queueing, so admitted requests keep their TTFT under overload. 0: only free slots. "
         "Unset: each node's own bounded queue decides.",
     )
+    queue_wait_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="Tracker: a node whose slots are all busy is sent a job only if one of its "
+        "running jobs is expected to end within this many seconds (from its measured speed "
+        "and the tokens each job has left), so a slot that frees is refilled at once while "
+        "admitted requests wait at most about this long; with queue_per_slot, both apply. "
+        "Unset: no such check.",
+    )
 
     # privacy (policy file: <data_dir>/policy.toml, default preset "private")
     telemetry: bool | None = Field(

@@ -138,16 +138,19 @@ async def test_catalog_aliases_follow_the_options(node: Node) -> None:
 
 
 def test_options_from_settings_carry_the_scheduling_knobs() -> None:
-    settings = Settings(affinity=False, queue_per_slot=0.5, max_request_bytes=12345)
+    settings = Settings(
+        affinity=False, queue_per_slot=0.5, queue_wait_s=0.25, max_request_bytes=12345
+    )
     options = GatewayOptions.from_settings(settings)
     assert options.max_request_bytes == 12345 and options.catalog_aliases
     assert options.limits is not None and options.hosts is not None
     gateway = build_gateway(options, registry=Registry())
     assert gateway.scheduler.affinity is None
-    assert gateway.scheduler.queue_per_slot == 0.5
+    assert gateway.scheduler.queue_per_slot == 0.5 and gateway.scheduler.queue_wait_s == 0.25
     assert gateway.scheduler.alias_of is not None
     default = build_gateway(GatewayOptions(), registry=Registry()).scheduler
     assert default.affinity is not None and default.queue_per_slot is None
+    assert default.queue_wait_s is None
     assert default.alias_of is None and default.blocked is None and default.trust_for is None
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 from lichen.routing.scheduler import Scheduler
 from lichen.tracker.connection import NodeConnection
+from lichen.tracker.job_stream import JobStream
 from lichen.tracker.registry import Registry
-from lichen.wire.messages import (
-    ChatMessage,
-    GenerationRequest,
-)
+from lichen.wire.messages import ChatMessage, GenerationRequest, SamplingParams
 from node_kit import offline_node
 
 TOKENS = 128  # per request
@@ -177,6 +177,45 @@ def test_under_overload_queue_per_slot_keeps_the_admitted_wait_bounded() -> None
             refused += 1
     assert (admitted, refused) == (4, 12)
     assert all(len(n.jobs) <= n.slots for n in sim.nodes.values())
+
+
+def _running(conn: NodeConnection, max_tokens: int, produced: int) -> JobStream:
+    """A job the tracker sent ``conn`` that has streamed ``produced`` tokens so far."""
+    request = GenerationRequest(
+        kind="chat",
+        model="m",
+        messages=[ChatMessage("user", "hi")],
+        params=SamplingParams(max_tokens=max_tokens),
+    )
+    job = JobStream(conn, f"job{len(conn.jobs)}", 64, request=request)
+    job.produced = produced
+    conn.jobs[job.job_id] = job
+    conn.state.inflight += 1
+    return job
+
+
+def test_queue_wait_sends_a_busy_node_a_job_only_when_a_slot_frees_in_time() -> None:
+    sim = Sim((50.0, 30.0))
+    conn = next(iter(sim.nodes.values())).conn
+    conn.state.tokens_per_s = 50.0  # 0.04 s a token per answer with both slots busy
+    sim.scheduler.queue_wait_s = 0.5
+    early = _running(conn, max_tokens=64, produced=10)  # 54 tokens left: 2.16 s
+    assert sim.scheduler.candidates("m") == [conn]  # a free slot: no wait
+    late = _running(conn, max_tokens=64, produced=20)  # 44 left: 1.76 s
+    assert sim.scheduler.slot_free_in_s(conn, "m") == pytest.approx(1.76)
+    assert sim.scheduler.candidates("m") == []  # both slots busy for longer than 0.5 s
+    late.produced = 55  # 9 tokens left: 0.36 s
+    assert sim.scheduler.candidates("m") == [conn]
+    _running(conn, max_tokens=64, produced=0)  # that job now waits for the slot
+    # The next one would wait for the second slot to free: the early job, 2.16 s away.
+    assert sim.scheduler.slot_free_in_s(conn, "m") == pytest.approx(2.16)
+    assert sim.scheduler.candidates("m") == []
+    early.produced = 60  # 4 left: 0.16 s
+    assert sim.scheduler.candidates("m") == [conn]
+    # A short max_tokens is a short job, whatever the typical answer.
+    assert sim.scheduler.answer_tokens > 64
+    sim.scheduler.queue_per_slot = 0.5  # with both settings, both bounds apply: 3 at most
+    assert sim.scheduler.candidates("m") == []
 
 
 # --- the typical answer length --------------------------------------------------------------

@@ -52,6 +52,7 @@ class GatewayOptions:
     hosts: HostPolicy | None = None  # None: any Host header is served
     affinity: bool = True  # prefix affinity (LICHEN_AFFINITY)
     queue_per_slot: float | None = None  # None: the nodes' own queues decide
+    queue_wait_s: float | None = None  # None: a busy node's expected wait is not checked
     catalog_aliases: bool = False  # "smollm2" names smollm2-135m, as the CLI's --model does
 
     @classmethod
@@ -66,6 +67,7 @@ class GatewayOptions:
             hosts=HostPolicy.from_settings(settings),
             affinity=settings.affinity,
             queue_per_slot=settings.queue_per_slot,
+            queue_wait_s=settings.queue_wait_s,
             catalog_aliases=True,
         )
 
@@ -160,6 +162,7 @@ def build_scheduler(
         alias_of=catalog_name if options.catalog_aliases else None,
         affinity=options.affinity,
         queue_per_slot=options.queue_per_slot,
+        queue_wait_s=options.queue_wait_s,
     )
 
 

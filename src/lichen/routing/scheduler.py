@@ -68,6 +68,13 @@ def expected_ttft_s(
     return (base + wait + 0.001 * busy) / reliability
 
 
+def _answer_cap(request: GenerationRequest | None, typical: float) -> float:
+    """The tokens a job is expected to generate: the typical answer, or fewer if its
+    ``max_tokens`` says so."""
+    limit = request.params.max_tokens if request is not None else None
+    return min(typical, float(limit)) if limit else typical
+
+
 def _names(names: Sequence[str], limit: int = MAX_LISTED_MODELS) -> str:
     """```a`, `b`` and, past ``limit``, how many more."""
     listed = ", ".join(f"`{name}`" for name in names[:limit])
@@ -108,6 +115,7 @@ class Scheduler:
         alias_of: Callable[[str], str | None] | None = None,
         affinity: bool = True,
         queue_per_slot: float | None = None,
+        queue_wait_s: float | None = None,
     ) -> None:
         self.registry = registry
         self.reputation: Reputation = reputation if reputation is not None else EwmaReputation()
@@ -127,6 +135,9 @@ class Scheduler:
         # candidate, so when every node is, a request is refused at once (503 with
         # Retry-After) instead of queueing. None: the nodes' own bounded queues decide.
         self.queue_per_slot = queue_per_slot
+        # A node with every slot busy is a candidate only while a slot is expected to free
+        # within this many seconds (a queued job then waits about that long); None: off.
+        self.queue_wait_s = queue_wait_s
         # How long answers on this network are (an EWMA of answered tokens): what a job
         # ahead in a queue costs, and what a new job costs on a node.
         self.answer_tokens = float(TYPICAL_ANSWER_TOKENS)
@@ -289,12 +300,32 @@ class Scheduler:
         )
 
     def full(self, conn: NodeConnection, model: str) -> bool:
-        """``conn`` already runs its slots plus ``queue_per_slot`` jobs a slot (never with
-        ``queue_per_slot`` unset)."""
-        if self.queue_per_slot is None:
-            return False
-        slots = conn.state.slots.get(model, 1)
-        return conn.state.inflight >= slots * (1.0 + self.queue_per_slot)
+        """``conn`` already runs its slots plus ``queue_per_slot`` jobs a slot, or (with
+        ``queue_wait_s``) runs them all and no slot is expected to free in time."""
+        st = conn.state
+        slots = st.slots.get(model, 1)
+        if self.queue_per_slot is not None and st.inflight >= slots * (1.0 + self.queue_per_slot):
+            return True
+        return (
+            self.queue_wait_s is not None
+            and st.inflight >= slots
+            and self.slot_free_in_s(conn, model) > self.queue_wait_s
+        )
+
+    def slot_free_in_s(self, conn: NodeConnection, model: str) -> float:
+        """When a job sent to ``conn`` now would start: once as many of its jobs have ended
+        as are waiting ahead of it plus one. A job's time left is the tokens it has left
+        (its ``max_tokens``, at most the network's typical answer, less what it streamed)
+        at the node's measured speed per answer when every slot is busy."""
+        st = conn.state
+        slots = st.slots.get(model, 1)
+        per_token_s = 2.0 / (st.tokens_per_s or DEFAULT_TOKENS_PER_S)  # as answer_time_s
+        left = sorted(
+            max(0.0, _answer_cap(job.request, self.answer_tokens) - job.produced) * per_token_s
+            for job in conn.jobs.values()
+        )
+        ahead = max(0, st.inflight - slots)  # jobs already waiting in the node's queue
+        return left[ahead] if ahead < len(left) else float("inf")
 
     def _sample(self, servers: Sequence[NodeConnection]) -> list[NodeConnection]:
         """All of ``servers`` if few, else about ``sample_size`` of them at random.

@@ -51,6 +51,7 @@ class JobStream:
         self._queue: asyncio.Queue[JobChunk | JobEnd | LichenError] = asyncio.Queue()
         self._owed = 0
         self._seq = 0  # the next chunk sequence number due from the node
+        self.produced = 0  # tokens the node has streamed (its word: it prices its own queue)
         self._released = False  # the node's side is over: slot given back
         self._ended = False  # the consumer has seen the last event
         self._pulling = False
@@ -74,6 +75,8 @@ class JobStream:
 
     def _deliver(self, msg: JobChunk | JobEnd | LichenError) -> None:
         self._queue.put_nowait(msg)
+        if isinstance(msg, JobChunk):
+            self.produced += msg.tokens
         if not isinstance(msg, JobChunk):
             self._release()
         self._arm()
