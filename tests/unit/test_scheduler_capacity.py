@@ -17,7 +17,7 @@ from lichen.routing.scheduler import Scheduler
 from lichen.tracker.connection import NodeConnection
 from lichen.tracker.job_stream import JobStream
 from lichen.tracker.registry import Registry
-from lichen.wire.messages import ChatMessage, GenerationRequest, SamplingParams
+from lichen.wire.messages import ChatMessage, GenerationRequest, JobChunk, SamplingParams
 from node_kit import offline_node
 
 TOKENS = 128  # per request
@@ -180,7 +180,7 @@ def test_under_overload_queue_per_slot_keeps_the_admitted_wait_bounded() -> None
 
 
 def _running(conn: NodeConnection, max_tokens: int, produced: int) -> JobStream:
-    """A job the tracker sent ``conn`` that has streamed ``produced`` tokens so far."""
+    """A job the tracker sent ``conn`` that has streamed ``produced`` one-token chunks."""
     request = GenerationRequest(
         kind="chat",
         model="m",
@@ -188,7 +188,7 @@ def _running(conn: NodeConnection, max_tokens: int, produced: int) -> JobStream:
         params=SamplingParams(max_tokens=max_tokens),
     )
     job = JobStream(conn, f"job{len(conn.jobs)}", 64, request=request)
-    job.produced = produced
+    job.received = produced
     conn.jobs[job.job_id] = job
     conn.state.inflight += 1
     return job
@@ -204,17 +204,32 @@ def test_queue_wait_sends_a_busy_node_a_job_only_when_a_slot_frees_in_time() -> 
     late = _running(conn, max_tokens=64, produced=20)  # 44 left: 1.76 s
     assert sim.scheduler.slot_free_in_s(conn, "m") == pytest.approx(1.76)
     assert sim.scheduler.candidates("m") == []  # both slots busy for longer than 0.5 s
-    late.produced = 55  # 9 tokens left: 0.36 s
+    late.received = 55  # 9 tokens left: 0.36 s
     assert sim.scheduler.candidates("m") == [conn]
     _running(conn, max_tokens=64, produced=0)  # that job now waits for the slot
     # The next one would wait for the second slot to free: the early job, 2.16 s away.
     assert sim.scheduler.slot_free_in_s(conn, "m") == pytest.approx(2.16)
     assert sim.scheduler.candidates("m") == []
-    early.produced = 60  # 4 left: 0.16 s
+    early.received = 60  # 4 left: 0.16 s
     assert sim.scheduler.candidates("m") == [conn]
     # A short max_tokens is a short job, whatever the typical answer.
     assert sim.scheduler.answer_tokens > 64
     sim.scheduler.queue_per_slot = 0.5  # with both settings, both bounds apply: 3 at most
+    assert sim.scheduler.candidates("m") == []
+
+
+async def test_a_node_claiming_many_tokens_per_chunk_does_not_shorten_its_queue() -> None:
+    # The tokens a chunk claims are the node's word (bounded only by its length, so a
+    # 40-character chunk may claim 40); the scheduler counts chunks.
+    sim = Sim((50.0, 30.0))
+    conn = next(iter(sim.nodes.values())).conn
+    conn.state.tokens_per_s = 50.0
+    sim.scheduler.queue_wait_s = 0.5
+    jobs = [_running(conn, max_tokens=64, produced=0) for _ in range(2)]
+    for job in jobs:
+        await conn._on_job_message(JobChunk(job_id=job.job_id, seq=0, text="x" * 40, tokens=40))
+    assert [job.received for job in jobs] == [1, 1]
+    assert sim.scheduler.slot_free_in_s(conn, "m") == pytest.approx(63 * 0.04)
     assert sim.scheduler.candidates("m") == []
 
 

@@ -21,7 +21,7 @@ from lichen.routing.affinity import (
     PrefixChain,
     capacity_blocks,
 )
-from lichen.tracker.connection import NodeConnection
+from lichen.tracker.connection import NodeConnection, NodeState
 from lichen.tracker.registry import Registry
 from lichen.wire.messages import GenerationRequest
 
@@ -95,9 +95,13 @@ def answer_time_s(
     st = conn.state
     if st.tokens_per_s <= 0:
         return 0.0
-    slots = st.slots.get(model, 1)
-    busy = st.inflight + st.queue_depth
-    return answer_tokens / st.tokens_per_s * (1.0 + min(busy, slots) / slots)
+    return answer_tokens / st.tokens_per_s * _load_factor(st, st.slots.get(model, 1))
+
+
+def _load_factor(st: NodeState, slots: int) -> float:
+    """How much slower each answer runs on a node as busy as ``st``: batched slots share
+    the hardware (2 with every slot busy)."""
+    return 1.0 + min(st.inflight + st.queue_depth, slots) / slots
 
 
 class Scheduler:
@@ -315,13 +319,13 @@ class Scheduler:
     def slot_free_in_s(self, conn: NodeConnection, model: str) -> float:
         """When a job sent to ``conn`` now would start: once as many of its jobs have ended
         as are waiting ahead of it plus one. A job's time left is the tokens it has left
-        (its ``max_tokens``, at most the network's typical answer, less what it streamed)
-        at the node's measured speed per answer when every slot is busy."""
+        (its ``max_tokens``, at most the network's typical answer, less the chunks the
+        tracker received for it) at the node's measured speed per answer under its load."""
         st = conn.state
         slots = st.slots.get(model, 1)
-        per_token_s = 2.0 / (st.tokens_per_s or DEFAULT_TOKENS_PER_S)  # as answer_time_s
+        per_token_s = _load_factor(st, slots) / (st.tokens_per_s or DEFAULT_TOKENS_PER_S)
         left = sorted(
-            max(0.0, _answer_cap(job.request, self.answer_tokens) - job.produced) * per_token_s
+            max(0.0, _answer_cap(job.request, self.answer_tokens) - job.received) * per_token_s
             for job in conn.jobs.values()
         )
         ahead = max(0, st.inflight - slots)  # jobs already waiting in the node's queue

@@ -319,7 +319,7 @@ class NodeConnection:
             stream._deliver(error)
             return
         problem = (
-            chunk_problem(msg, stream._seq)
+            chunk_problem(msg, stream.received)
             if isinstance(msg, JobChunk)
             else _end_problem(msg, stream, self.state)
         )
@@ -332,7 +332,7 @@ class NodeConnection:
             )
             return
         if isinstance(msg, JobChunk):
-            stream._seq += 1
+            stream.received += 1
         else:
             self.state.served += 1
         stream._deliver(msg)

@@ -50,8 +50,9 @@ class JobStream:
         self._window = window
         self._queue: asyncio.Queue[JobChunk | JobEnd | LichenError] = asyncio.Queue()
         self._owed = 0
-        self._seq = 0  # the next chunk sequence number due from the node
-        self.produced = 0  # tokens the node has streamed (its word: it prices its own queue)
+        # Chunks received in order (the next sequence number due): about a token each,
+        # counted here rather than taken from the node's claims.
+        self.received = 0
         self._released = False  # the node's side is over: slot given back
         self._ended = False  # the consumer has seen the last event
         self._pulling = False
@@ -75,8 +76,6 @@ class JobStream:
 
     def _deliver(self, msg: JobChunk | JobEnd | LichenError) -> None:
         self._queue.put_nowait(msg)
-        if isinstance(msg, JobChunk):
-            self.produced += msg.tokens
         if not isinstance(msg, JobChunk):
             self._release()
         self._arm()
