@@ -74,6 +74,20 @@ class Turn:
     cached_tokens: int
 
 
+def prefilled(turns: list[Turn]) -> int:
+    """Prompt tokens the nodes read anew (not from a KV cache) on turns >= 2."""
+    return sum(t.prompt_tokens - t.cached_tokens for t in turns if t.turn >= 2)
+
+
+def prefill_floor(turns: list[Turn]) -> int:
+    """On turns >= 2, the tokens each turn added to its conversation's previous prompt:
+    what a node still holding the whole history would have to read."""
+    prompts = {(t.conversation, t.turn): t.prompt_tokens for t in turns}
+    return sum(
+        t.prompt_tokens - prompts.get((t.conversation, t.turn - 1), 0) for t in turns if t.turn >= 2
+    )
+
+
 def user_message(rng: random.Random, conversation: int, turn: int, words: int) -> str:
     body = " ".join(rng.choice(WORDS) for _ in range(words))
     return f"Conversation {conversation}, question {turn}: notes: {body}. What should I do?"
@@ -204,6 +218,14 @@ def main() -> None:
         on50, on95 = summary([t for t in results["on"][0] if t.turn >= 2])
         off50, off95 = summary([t for t in results["off"][0] if t.turn >= 2])
         print(f"ratio off/on, turns>=2: TTFT p50 {off50 / on50:.2f}x, p95 {off95 / on95:.2f}x")
+        on_read, off_read = prefilled(results["on"][0]), prefilled(results["off"][0])
+        print(
+            f"prompt tokens prefilled (not from the KV cache), turns>=2: off/on "
+            f"{off_read / max(1, on_read):.2f}x ({off_read} vs {on_read}); the least any "
+            f"router could leave to prefill here (each turn's tokens new since the last "
+            f"turn): {prefill_floor(results['on'][0])} tokens. Where prefill is most of "
+            "the work, TTFT cannot fall by more than the prefilled ratio."
+        )
     print(f"load avg at end {os.getloadavg()[0]:.2f}")
 
 

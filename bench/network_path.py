@@ -4,8 +4,10 @@ Unlike ``bench/overhead.py`` (``lichen up``: tracker, gateway and node in one
 process), the node here is its own ``lichen node`` process that joined a
 ``lichen tracker`` process by invite, as on a real network: every token crosses
 llama.cpp -> node agent -> WebSocket -> tracker process -> router -> gateway ->
-SSE -> client. The same prompts, greedy, run alternately (never at the same time)
-on both paths. Targets: decode tokens/s ratio >= 0.95, TTFT added <= 10 ms.
+SSE -> client. A third path is llama.cpp's own HTTP server with the same settings
+(the like-for-like baseline: its socket and client cost the same). The same prompts,
+greedy, taking turns (never at the same time) on the three paths. Targets: decode
+tokens/s ratio >= 0.95, TTFT added <= 10 ms.
 
     .venv/bin/python bench/network_path.py --reps 5 --tokens 128 --threads 2
 """
@@ -27,8 +29,10 @@ from overhead import (
     PROMPTS,
     Run,
     add_engine_args,
+    compare,
     conditions,
     direct_engine,
+    llama_server,
     path_stats,
     resolve_model,
     run_direct,
@@ -57,42 +61,51 @@ async def main() -> None:
                 "topology": "bench client -> lichen tracker (gateway) process -> "
                 "lichen node process (joined by invite), all on loopback",
                 "workload": f"{len(PROMPTS)} chat prompts x {args.reps} reps, greedy, "
-                f"max_tokens {args.tokens}, one request at a time, direct/network alternating",
+                f"max_tokens {args.tokens}, one request at a time, the three paths taking turns",
             },
         ),
         flush=True,
     )
-    runs: dict[str, list[Run]] = {"direct": [], "network": []}
+    runs: dict[str, list[Run]] = {"direct": [], "server": [], "network": []}
     net = BenchNetwork(
         models_dir=models_dir, threads=args.threads, parallel=args.parallel, ctx_size=args.ctx_size
     )
-    with net:
+    engine_opts = {
+        "threads": args.threads,
+        "batch_threads": args.batch_threads,
+        "parallel": args.parallel,
+        "ctx_size": args.ctx_size,
+    }
+    with net, llama_server(model, **engine_opts) as server_url:
         tracker = net.start_tracker()
         node = net.start_node("node0")
         cpu = CpuPerToken({"tracker": tracker.popen.pid, "node (all threads)": node.popen.pid})
-        engine_opts = {
-            "threads": args.threads,
-            "batch_threads": args.batch_threads,
-            "parallel": args.parallel,
-            "ctx_size": args.ctx_size,
-        }
         async with (
             direct_engine(model, **engine_opts) as engine,
             httpx.AsyncClient(base_url=net.url, timeout=300, trust_env=False) as client,
+            httpx.AsyncClient(base_url=server_url, timeout=300, trust_env=False) as server,
         ):
-            await run_direct(engine, model.name, PROMPTS[0], 8)  # warm-up, not measured
-            await run_http(client, model.name, PROMPTS[0], 8)
+
+            async def one(path: str, prompt: str, tokens: int) -> Run:
+                if path == "direct":
+                    return await run_direct(engine, model.name, prompt, tokens)
+                if path == "server":
+                    return await run_http(server, model.name, prompt, tokens)
+                before = cpu.sample()
+                run = await run_http(client, model.name, prompt, tokens)
+                cpu.add(before, run.tokens)
+                return run
+
+            for path in runs:  # warm-up, not measured
+                await one(path, PROMPTS[0], 8)
+            # count from here on: the warm-up is not measured
+            cpu = CpuPerToken({"tracker": tracker.popen.pid, "node (all threads)": node.popen.pid})
+            paths = list(runs)
             for rep in range(args.reps):
                 for i, prompt in enumerate(PROMPTS):
-                    order = ["direct", "network"] if (rep + i) % 2 == 0 else ["network", "direct"]
-                    for path in order:
-                        if path == "direct":
-                            run = await run_direct(engine, model.name, prompt, args.tokens)
-                        else:
-                            before = cpu.sample()
-                            run = await run_http(client, model.name, prompt, args.tokens)
-                            cpu.add(before, run.tokens)
-                        runs[path].append(run)
+                    turn = (rep * len(PROMPTS) + i) % len(paths)
+                    for path in paths[turn:] + paths[:turn]:
+                        runs[path].append(await one(path, prompt, args.tokens))
                 print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
     print(report(runs))
     print(cpu.report())
@@ -134,19 +147,12 @@ def _cpu_s(pid: int) -> float:
 
 
 def report(runs: dict[str, list[Run]]) -> str:
-    stats = path_stats(runs)
-    d, n = stats["direct"], stats["network"]
-    rows = stats_table(stats)
-    ratio = n["tps_p50"] / d["tps_p50"]
-    added = n["ttft_p50"] - d["ttft_p50"]
-    rows += [
-        "",
-        f"decode tok/s ratio network/direct (p50): {ratio:.3f}   target >= {RATIO_TARGET}  "
-        f"{'MET' if ratio >= RATIO_TARGET else 'MISSED'}",
-        f"TTFT added by the network path (p50):    {added:+.1f} ms   target <= "
-        f"{TTFT_TARGET_MS:g} ms  {'MET' if added <= TTFT_TARGET_MS else 'MISSED'}",
-        f"load avg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-    ]
+    rows = stats_table(path_stats(runs))
+    for base in ("direct", "server"):
+        rows += compare(
+            runs, base, "network", ratio_target=RATIO_TARGET, ttft_target_ms=TTFT_TARGET_MS
+        )
+    rows.append(f"load avg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return "\n".join(rows)
 
 

@@ -4,12 +4,17 @@ The same prompts, greedy, N tokens, several repetitions, run alternately (never 
 the same time) against
 
 - ``direct``: :class:`lichen.engines.llamacpp.LlamaCppEngine` (xllamacpp) in this process;
+- ``server``: llama.cpp's own HTTP server (xllamacpp's ``Server``) as a subprocess with
+  the same settings, called over the same OpenAI streaming API by the same client:
+  what calling the engine's own server costs, socket and client included;
 - ``lichen``: ``lichen up`` started as a subprocess with the same model, threads, slots
   and context, called over its OpenAI HTTP API (streaming), so each token crosses
-  llama.cpp -> node agent -> WebSocket wire -> tracker -> router -> gateway -> SSE.
+  llama.cpp -> node agent -> in-process link -> tracker -> router -> gateway -> SSE.
 
-Prints TTFT p50/p95 and decode tokens/s for both, and their ratios, with the
-conditions (CPU, cores, threads, model, repetitions, load). Not a test: numbers only.
+Prints TTFT p50/p95 and decode tokens/s for each path, and Lichen's ratios to both
+``direct`` (no HTTP at all: the strictest baseline) and ``server`` (the engine's own
+API, the like-for-like one), with the conditions (CPU, cores, threads, model,
+repetitions, load). Not a test: numbers only.
 
     .venv/bin/python bench/overhead.py --reps 5 --tokens 64 --threads 2
 """
@@ -179,6 +184,50 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_SERVER_SCRIPT = """
+import sys, xllamacpp
+path, threads, batch, parallel, ctx = sys.argv[1:]
+params = xllamacpp.CommonParams()
+params.model.path = path
+params.n_parallel = int(parallel)
+params.n_ctx = int(ctx)
+params.cpuparams.n_threads = int(threads)
+params.cpuparams_batch.n_threads = int(batch)
+params.n_threads_http = int(parallel) + 1  # its default (cores) would queue streams
+params.warmup = False
+params.verbosity = -1
+server = xllamacpp.Server(params)
+print(str(server.listening_address).rstrip("/"), flush=True)
+sys.stdin.read()  # serve until the benchmark closes our stdin
+"""
+
+
+@contextmanager
+def llama_server(
+    model: InstalledModel, *, threads: int, batch_threads: int, parallel: int, ctx_size: int
+) -> Iterator[str]:
+    """llama.cpp's own HTTP server (xllamacpp) as a subprocess; yields its base URL."""
+    argv = [sys.executable, "-c", _SERVER_SCRIPT, str(model.path), str(threads)]
+    argv += [str(batch_threads), str(parallel), str(ctx_size)]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().decode().strip()
+        if not url.startswith("http"):
+            raise RuntimeError(f"llama.cpp's server did not start (exit {proc.poll()})")
+        yield url
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextmanager
 def lichen_up(
     model: InstalledModel,
@@ -306,29 +355,38 @@ async def main() -> None:
             model,
             {
                 "workload": f"{len(PROMPTS)} chat prompts x {args.reps} reps, greedy, "
-                f"max_tokens {args.tokens}, one request at a time, direct/lichen alternating",
+                f"max_tokens {args.tokens}, one request at a time, the three paths "
+                "taking turns in a rotating order",
             },
         ),
         flush=True,
     )
-    runs: dict[str, list[Run]] = {"direct": [], "lichen": []}
-    with lichen_up(model, args.models_dir, **engine_opts) as url:
+    runs: dict[str, list[Run]] = {"direct": [], "server": [], "lichen": []}
+    with (
+        lichen_up(model, args.models_dir, **engine_opts) as url,
+        llama_server(model, **engine_opts) as server_url,
+    ):
         async with (
             direct_engine(model, **engine_opts) as engine,
             httpx.AsyncClient(base_url=url, timeout=300) as client,
+            httpx.AsyncClient(base_url=server_url, timeout=300) as server,
         ):
-            # warm-up: first-load effects and connection set-up, not measured
-            await run_direct(engine, model.name, PROMPTS[0], 8)
-            await run_http(client, model.name, PROMPTS[0], 8)
+
+            async def one(path: str, prompt: str, tokens: int) -> Run:
+                if path == "direct":
+                    return await run_direct(engine, model.name, prompt, tokens)
+                return await run_http(
+                    client if path == "lichen" else server, model.name, prompt, tokens
+                )
+
+            for path in runs:  # warm-up: first-load effects and connection set-up
+                await one(path, PROMPTS[0], 8)
+            paths = list(runs)
             for rep in range(args.reps):
                 for i, prompt in enumerate(PROMPTS):
-                    order = ["direct", "lichen"] if (rep + i) % 2 == 0 else ["lichen", "direct"]
-                    for path in order:
-                        if path == "direct":
-                            run = await run_direct(engine, model.name, prompt, args.tokens)
-                        else:
-                            run = await run_http(client, model.name, prompt, args.tokens)
-                        runs[path].append(run)
+                    turn = (rep * len(PROMPTS) + i) % len(paths)
+                    for path in paths[turn:] + paths[:turn]:
+                        runs[path].append(await one(path, prompt, args.tokens))
                 print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
     print(report(runs))
 
@@ -363,29 +421,43 @@ def stats_table(stats: dict[str, dict[str, float]]) -> list[str]:
     return rows
 
 
-def report(runs: dict[str, list[Run]]) -> str:
-    stats = path_stats(runs)
-    d, n = stats["direct"], stats["lichen"]
-    rows = stats_table(stats)
+def compare(
+    runs: dict[str, list[Run]],
+    base: str,
+    path: str = "lichen",
+    *,
+    ratio_target: float = 0.98,
+    ttft_target_ms: float = 5.0,
+) -> list[str]:
+    """``path`` against ``base``: decode tok/s ratio and TTFT added, by p50 and paired."""
+    stats = path_stats({base: runs[base], path: runs[path]})
+    d, n = stats[base], stats[path]
     ratio = n["tps_p50"] / d["tps_p50"]
     added = n["ttft_p50"] - d["ttft_p50"]
-    # Paired: each lichen run against the direct run of the same prompt and repetition,
+    # Paired: each run against the base run of the same prompt and repetition,
     # taken back to back, so slow drifts in machine load cancel out.
-    pairs = list(zip(runs["direct"], runs["lichen"], strict=True))
+    pairs = list(zip(runs[base], runs[path], strict=True))
     paired_ratio = pct([b.decode_tps / a.decode_tps for a, b in pairs if a.decode_tps], 50)
     paired_added = pct([(b.ttft_s - a.ttft_s) * 1000 for a, b in pairs], 50)
-    rows += [
+    name = f"{path}/{base}"
+    return [
         "",
-        f"decode tok/s ratio lichen/direct (p50): {ratio:.3f}   target >= 0.98  "
-        f"{'MET' if ratio >= 0.98 else 'MISSED'}",
-        f"TTFT added by the network path (p50):   {added:+.1f} ms   target <= 5 ms  "
-        f"{'MET' if added <= 5 else 'MISSED'}",
-        f"TTFT ratio lichen/direct (p50):         {n['ttft_p50'] / d['ttft_p50']:.3f}   "
+        f"decode tok/s ratio {name + ' (p50):':<22} {ratio:.3f}   target >= {ratio_target}  "
+        f"{'MET' if ratio >= ratio_target else 'MISSED'}",
+        f"TTFT added over {base + ' (p50):':<25} {added:+.1f} ms   target <= "
+        f"{ttft_target_ms:g} ms  {'MET' if added <= ttft_target_ms else 'MISSED'}",
+        f"TTFT ratio {name + ' (p50):':<30} {n['ttft_p50'] / d['ttft_p50']:.3f}   "
         f"(p95 {n['ttft_p95'] - d['ttft_p95']:+.1f} ms)",
         f"paired medians (same prompt, back to back): decode ratio {paired_ratio:.3f}, "
         f"TTFT added {paired_added:+.1f} ms",
-        f"load avg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
     ]
+
+
+def report(runs: dict[str, list[Run]]) -> str:
+    rows = stats_table(path_stats(runs))
+    for base in [b for b in ("direct", "server") if b in runs]:
+        rows += compare(runs, base)
+    rows.append(f"load avg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return "\n".join(rows)
 
 

@@ -1,6 +1,7 @@
 """The node agent: dials out to a tracker, authenticates, serves jobs, reconnects.
 
-Nodes behind NAT need no open port: the node opens the WebSocket. A network may
+Nodes behind NAT need no open port: the node opens the WebSocket (``lichen up``'s
+own node opens an in-process link to its tracker instead). A network may
 run several trackers: when one is unreachable or the link to it is lost, the agent
 dials the next at once and backs off only after all failed
 (:class:`~lichen.node.trackers.TrackerRotation`). Incoming
@@ -16,7 +17,8 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,10 @@ from lichen.wire.messages import (
 )
 
 log = logging.getLogger(__name__)
+
+# Opens the link to one tracker URL for one session: a WebSocket, or (``lichen up``) an
+# in-process link to the tracker in the same process.
+Dial = Callable[[str], AbstractAsyncContextManager[Link]]
 
 # Identity problems will not fix themselves by retrying.
 FATAL_CODES = {
@@ -97,8 +103,12 @@ class NodeConfig:
 class NodeAgent:
     """Keeps one authenticated link to one of the network's trackers and serves jobs over it."""
 
-    def __init__(self, identity: Identity, engine: Engine, config: NodeConfig) -> None:
+    def __init__(
+        self, identity: Identity, engine: Engine, config: NodeConfig, *, dial: Dial | None = None
+    ) -> None:
+        """``dial`` opens the link to a tracker URL (default: a WebSocket to it)."""
         self.identity = identity
+        self._dial: Dial = dial or self._dial_websocket
         self.engine = engine
         self.config = config
         self.runner = JobRunner(
@@ -198,7 +208,8 @@ class NodeAgent:
             cap = self.config.backoff_max_s
             delay = min(delay * 2, min(cap, PENDING_RETRY_S) if self.pending else cap)
 
-    async def _session(self, url: str) -> None:
+    @contextlib.asynccontextmanager
+    async def _dial_websocket(self, url: str) -> AsyncIterator[Link]:
         async with connect(
             url,
             compression=None,
@@ -209,7 +220,10 @@ class NodeAgent:
             proxy=None,
             ssl=(self.config.tls or True) if url.startswith("wss:") else None,
         ) as conn:
-            link = ClientLink(conn)
+            yield ClientLink(conn)
+
+    async def _session(self, url: str) -> None:
+        async with self._dial(url) as link:
             welcome, network_key = await client_handshake(
                 link,
                 device_key=self.identity.device_key,

@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
@@ -51,7 +50,7 @@ from lichen.roles.gateway import Gateway, GatewayOptions, build_gateway, build_s
 from lichen.roles.shared import start_shared
 from lichen.roles.web import build_web
 from lichen.routing.scheduler import Scheduler
-from lichen.server import HttpOptions, HttpServer, dial_host, pinned_tls
+from lichen.server import HttpOptions, HttpServer, dial_host
 from lichen.storage.membership import MembershipRepository
 from lichen.storage.repositories import RequestLogRepository
 from lichen.tasks import cancel_and_wait
@@ -232,12 +231,12 @@ class TrackerStack:
     app: FastAPI
     port: int
     url: str  # http://host:port on this machine
-    local_node_url: str  # ws:// on loopback, for a node in this process or on this machine
+    local_node_url: str  # ws(s):// on loopback, for a node on this machine (`lichen up`s own
+    # node joins through `tracker.in_process_link` instead)
     info: TrackerInfo
     metrics: CollectorRegistry  # /metrics of this process; a node in it adds its collector
     accounting: GatewayServices | None = None  # accounts, keys, quotas, ledger, reputation
     audits: AuditService | None = None  # probes and verdicts (settings.audits)
-    local_tls: ssl.SSLContext | None = None  # a node in this process trusts our own cert
     # /health problems from this process (e.g. its own engine's watchdog), appended by `up`
     health_checks: list[Callable[[], str | None]] = field(default_factory=list)
     models: ModelService | None = None  # signed model catalog, chunk store, transfer links
@@ -384,7 +383,6 @@ async def tracker_stack(
             metrics=metrics,
             accounting=accounting,
             audits=audits,
-            local_tls=pinned_tls(options.tls_certfile) if options.tls_certfile else None,
             health_checks=health_checks,
             models=role.models,
             gateway=api,

@@ -2,6 +2,8 @@
 
 ``TrackerService.endpoint`` is a Starlette WebSocket endpoint; the composition
 roots mount it at :data:`NODE_PATH` on whatever ASGI app serves the tracker.
+``TrackerService.in_process_link`` is the same door for a node in this process
+(``lichen up``'s own): the same protocol over an in-memory link.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.websockets import WebSocket
@@ -24,7 +26,8 @@ from lichen.tracker.connection import NodeConnection
 from lichen.tracker.registry import Registry
 from lichen.tracker.relay import NodeRelay
 from lichen.transport.handshake import Admission, Peer, server_handshake
-from lichen.transport.link import LinkClosed, ServerLink, send_error
+from lichen.transport.link import Link, LinkClosed, ServerLink, send_error
+from lichen.transport.memory import memory_link_pair
 from lichen.wire.manifest import verify_manifest
 from lichen.wire.messages import Manifest, ManifestBody, Telemetry
 
@@ -148,7 +151,23 @@ class TrackerService:
 
     async def endpoint(self, ws: WebSocket) -> None:
         await ws.accept()
-        link = ServerLink(ws)
+        await self.serve_link(ServerLink(ws))
+
+    @contextlib.asynccontextmanager
+    async def in_process_link(self, _url: str = "") -> AsyncIterator[Link]:
+        """A node agent's ``dial`` for a node in this process: the node's end of an in-memory
+        link whose other end this tracker serves like any WebSocket's, handshake included."""
+        node_end, tracker_end = memory_link_pair()
+        served = asyncio.create_task(self.serve_link(tracker_end), name="tracker-local-node")
+        try:
+            yield node_end
+        finally:
+            await node_end.close(1001, "node leaving")
+            await asyncio.gather(served, return_exceptions=True)
+
+    async def serve_link(self, link: Link) -> None:
+        """Run one node's link from handshake to goodbye: a WebSocket's, or the in-process
+        link of ``lichen up``'s own node."""
         try:
             peer = await server_handshake(
                 link,
