@@ -244,6 +244,7 @@ class LocalNetwork:
         await asyncio.gather(*(n.task for n in self.nodes), return_exceptions=True)
         await self.tracker.stop()
         await self.http.stop()
+        await self.completions.drain()
 
 
 def sse_payloads(body: str) -> list[dict[str, Any]]:

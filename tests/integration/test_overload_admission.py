@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fakes import ANSWER, MODEL, FakeEngine, LocalNetwork, assert_openai_error, eventually
 
 from lichen.routing.scheduler import Scheduler
+from lichen.storage.repositories import RequestRecord
 
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -47,3 +50,32 @@ async def test_without_the_setting_a_busy_node_still_queues(net: LocalNetwork) -
         queued = await net.client.post("/v1/chat/completions", json=BODY)
         assert queued.status_code == 200, queued.text  # the node took it past its slot
     assert len(engine.requests) == 2
+
+
+async def test_a_refusal_is_answered_before_its_record_is_written(net: LocalNetwork) -> None:
+    engine = FakeEngine(slots=1, fail_after=1, failure="stall")  # holds its slot
+    await net.add_node(engine, "n0")
+    _scheduler(net).queue_per_slot = 0  # only free slots
+    release = asyncio.Event()
+    written: list[RequestRecord] = []
+
+    async def slow_record(record: RequestRecord) -> None:  # a database that is checkpointing
+        await release.wait()
+        written.append(record)
+
+    async with net.client.stream("POST", "/v1/chat/completions", json=BODY | {"stream": True}):
+        await eventually(engine.stalled.is_set, what="the first job to hold the slot")
+        net.completions.record = slow_record
+        async with asyncio.timeout(10):  # the refusal must not wait for the write
+            refused = await net.client.post("/v1/chat/completions", json=BODY)
+        assert_openai_error(refused, 503, "no_capacity")
+        assert written == []
+        drained = asyncio.create_task(net.completions.drain())
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not drained.done(), "drain returned with a record still being written"
+        release.set()
+        async with asyncio.timeout(10):
+            await drained
+        assert [(r.status, r.model, r.kind) for r in written] == [(503, MODEL, "chat")]
+        engine.fail_after = None

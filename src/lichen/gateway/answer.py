@@ -140,7 +140,7 @@ async def _open_all(
                 request=request,
             )
         except LichenError as error:
-            await service.fail(outcome, error)
+            service.fail(outcome, error)
             raise
 
     results = await asyncio.gather(

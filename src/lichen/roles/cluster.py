@@ -117,6 +117,7 @@ async def gateway_stack(settings: Settings, identity: Identity) -> AsyncIterator
             health_checks=health_checks,
             started=started,
         )
+        exits.push_async_callback(api.completions.drain)  # refusals still being recorded
         mount_admin(
             api.app,
             db,

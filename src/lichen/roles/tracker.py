@@ -314,6 +314,8 @@ async def tracker_stack(
                 started=started,
             )
             scheduler = api.scheduler
+            # after the HTTP server stopped (pushed later, runs earlier), before the database
+            exits.push_async_callback(api.completions.drain)
         else:
             scheduler = build_scheduler(
                 api_options,
