@@ -13,7 +13,19 @@ from lichen.config import Settings
 from lichen.errors import ErrorCode, LichenError
 from lichen.identity.store import load_identity
 from lichen.node.agent import NodeAgent, NodeConfig
-from lichen.roles.tracker import tracker_stack
+from lichen.roles.tracker import TrackerStack, tracker_stack
+
+
+def _own_node(stack: TrackerStack) -> NodeAgent:
+    """``lichen up``'s node: the operator's own identity, on the in-process link."""
+    return NodeAgent(
+        stack.identity,
+        FakeEngine(model="alpha"),
+        NodeConfig(
+            tracker_url=stack.local_node_url, name="n1", network_key=stack.identity.network_public
+        ),
+        dial=stack.tracker.in_process_link,
+    )
 
 
 def _chat(stream: bool = False) -> dict[str, object]:
@@ -25,16 +37,7 @@ async def test_a_node_in_the_process_serves_and_leaves_over_the_memory_link(
 ) -> None:
     settings = Settings(data_dir=tmp_path / "tracker", host="127.0.0.1", port=0)
     async with tracker_stack(settings, load_identity(settings.data_dir)) as stack:
-        agent = NodeAgent(
-            stack.identity,  # as in `lichen up`: the operator's own node
-            FakeEngine(model="alpha"),
-            NodeConfig(
-                tracker_url=stack.local_node_url,
-                name="n1",
-                network_key=stack.identity.network_public,
-            ),
-            dial=stack.tracker.in_process_link,
-        )
+        agent = _own_node(stack)
         task = asyncio.create_task(agent.run())
         try:
             assert await stack.tracker.wait_for_nodes(1, timeout=30)
@@ -58,16 +61,7 @@ async def test_a_node_in_the_process_serves_and_leaves_over_the_memory_link(
 async def test_a_revoked_in_process_node_hears_why_and_stops(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "tracker", host="127.0.0.1", port=0)
     async with tracker_stack(settings, load_identity(settings.data_dir)) as stack:
-        agent = NodeAgent(
-            stack.identity,  # as in `lichen up`: the operator's own node
-            FakeEngine(model="alpha"),
-            NodeConfig(
-                tracker_url=stack.local_node_url,
-                name="n1",
-                network_key=stack.identity.network_public,
-            ),
-            dial=stack.tracker.in_process_link,
-        )
+        agent = _own_node(stack)
         task = asyncio.create_task(agent.run())
         try:
             assert await stack.tracker.wait_for_nodes(1, timeout=30)
