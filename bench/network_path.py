@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -38,6 +37,8 @@ from overhead import (
     run_direct,
     run_http,
     stats_table,
+    take_turns,
+    warm_up,
 )
 
 RATIO_TARGET = 0.95
@@ -96,17 +97,9 @@ async def main() -> None:
                 cpu.add(before, run.tokens)
                 return run
 
-            for path in runs:  # warm-up, not measured
-                await one(path, PROMPTS[0], 8)
-            # count from here on: the warm-up is not measured
-            cpu = CpuPerToken({"tracker": tracker.popen.pid, "node (all threads)": node.popen.pid})
-            paths = list(runs)
-            for rep in range(args.reps):
-                for i, prompt in enumerate(PROMPTS):
-                    turn = (rep * len(PROMPTS) + i) % len(paths)
-                    for path in paths[turn:] + paths[:turn]:
-                        runs[path].append(await one(path, prompt, args.tokens))
-                print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
+            await warm_up(runs, one)
+            cpu.reset()  # the warm-up is not measured
+            await take_turns(runs, one, reps=args.reps, tokens=args.tokens)
     print(report(runs))
     print(cpu.report())
 
@@ -116,7 +109,11 @@ class CpuPerToken:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self.spent: dict[str, float] = dict.fromkeys([*pids, "client (this process)"], 0.0)
+        self.reset()
+
+    def reset(self) -> None:
+        """Count from now on."""
+        self.spent: dict[str, float] = dict.fromkeys([*self.pids, "client (this process)"], 0.0)
         self.tokens = 0
 
     def sample(self) -> dict[str, float]:

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,16 +379,30 @@ async def main() -> None:
                     client if path == "lichen" else server, model.name, prompt, tokens
                 )
 
-            for path in runs:  # warm-up: first-load effects and connection set-up
-                await one(path, PROMPTS[0], 8)
-            paths = list(runs)
-            for rep in range(args.reps):
-                for i, prompt in enumerate(PROMPTS):
-                    turn = (rep * len(PROMPTS) + i) % len(paths)
-                    for path in paths[turn:] + paths[:turn]:
-                        runs[path].append(await one(path, prompt, args.tokens))
-                print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
+            await warm_up(runs, one)
+            await take_turns(runs, one, reps=args.reps, tokens=args.tokens)
     print(report(runs))
+
+
+OnePath = Callable[[str, str, int], Awaitable[Run]]  # (path, prompt, max tokens) -> Run
+
+
+async def warm_up(runs: dict[str, list[Run]], one: OnePath) -> None:
+    """One short request per path: first-load effects and connection set-up, not measured."""
+    for path in runs:
+        await one(path, PROMPTS[0], 8)
+
+
+async def take_turns(runs: dict[str, list[Run]], one: OnePath, *, reps: int, tokens: int) -> None:
+    """``reps`` rounds of :data:`PROMPTS`, each prompt on every path of ``runs`` one after
+    another (never at once) in an order that rotates, so slow drifts hit every path."""
+    paths = list(runs)
+    for rep in range(reps):
+        for i, prompt in enumerate(PROMPTS):
+            turn = (rep * len(PROMPTS) + i) % len(paths)
+            for path in paths[turn:] + paths[:turn]:
+                runs[path].append(await one(path, prompt, tokens))
+        print(f"rep {rep + 1}/{reps} done", file=sys.stderr, flush=True)
 
 
 def path_stats(runs: dict[str, list[Run]]) -> dict[str, dict[str, float]]:
